@@ -1,0 +1,194 @@
+"""Every error a user can cause, with the message and the next step the CLI prints.
+
+    BundlerError                      exit 2 unless stated
+    ├── ConfigError                   bundle.toml: all problems at once, with file and line
+    ├── InputError                    a path, dataset, model or option that cannot be used
+    │   ├── DatasetError
+    │   ├── SplitError
+    │   ├── SourceError               git: dirty tree, unpinned submodule, not a repository
+    │   ├── OutputExistsError
+    │   ├── NotABundleError
+    │   ├── UnsafeArchiveError
+    │   └── SecretError               a value that looks like a secret where none may go
+    ├── EnvironmentSetupError         a runner, resolver or engine that cannot do its job
+    │   └── TrainingError             the runtime failed; its last lines are attached
+    └── CheckFailed                   exit 1: the input is fine, the check it asked for failed
+        ├── StaleLockError
+        └── VerifyFailed
+
+Classes hold structured fields and build their message in __str__; the CLI adds `hint`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_INPUT = 2
+
+
+class BundlerError(Exception):
+    """Root of bundler's errors; `exit_code` and `hint` are read by the CLI."""
+
+    exit_code = EXIT_INPUT
+    hint = ""
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in a config file: where it is and what is wrong."""
+
+    location: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.location} (line {self.line})" if self.line else self.location
+        return f"{where}: {self.message}"
+
+
+class ConfigError(BundlerError):
+    """bundle.toml has one or more problems; all of them are reported together."""
+
+    def __init__(self, path: Path | str, problems: Sequence[ConfigProblem]):
+        super().__init__(path, problems)
+        self.path = Path(path)
+        self.problems = list(problems)
+
+    def __str__(self) -> str:
+        head = f"{self.path}: {len(self.problems)} problem(s)"
+        return "\n".join([head, *(f"  - {p}" for p in self.problems)])
+
+    hint = "fix the values above; `bundler init` writes a commented example bundle.toml"
+
+
+class InputError(BundlerError):
+    """A path, file or option given by the user cannot be used."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.message = message
+        if hint:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class DatasetError(InputError):
+    """The dataset is missing, empty, or does not match what the bundle recorded."""
+
+
+class SplitError(InputError):
+    """The split configuration cannot produce a valid split."""
+
+
+class SourceError(InputError):
+    """The code cannot be packaged from git as it stands."""
+
+
+class OutputExistsError(InputError):
+    """The output path already holds something we must not overwrite."""
+
+    def __init__(self, path: Path):
+        super().__init__(
+            f"{path} already exists and holds a bundle or other files",
+            "choose a new --out directory, or remove the old one first",
+        )
+        self.path = path
+
+
+class NotABundleError(InputError):
+    """The path is not a bundle (or is a bundle of an unknown format)."""
+
+    def __init__(self, path: Path | str, reason: str):
+        super().__init__(f"{path} is not a bundle: {reason}", "pass a directory made by `bundler build`, or an exported .tar")
+        self.path = path
+        self.reason = reason
+
+
+class UnsafeArchiveError(InputError):
+    """An archive holds members that could write outside the target or hide content."""
+
+    def __init__(self, archive: Path | str, problems: Sequence[str]):
+        super().__init__(
+            f"{archive}: refused, {len(problems)} unsafe member(s): " + "; ".join(problems[:10]),
+            "nothing was written; ask the sender for an archive made by `bundler export`",
+        )
+        self.problems = list(problems)
+
+
+class SecretError(InputError):
+    """A value that looks like a secret was found where secrets may not go."""
+
+    def __init__(self, where: str, kind: str):
+        super().__init__(
+            f"{where} looks like a secret ({kind}); secrets never enter a bundle",
+            "pass tokens through the environment (e.g. HF_TOKEN) at the moment of use, not in config files",
+        )
+
+
+class EnvironmentSetupError(BundlerError):
+    """A runner, resolver or engine could not do its job."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.message = message
+        if hint:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class TrainingError(EnvironmentSetupError):
+    """The runtime exited with an error; `log_tail` holds its last lines."""
+
+    def __init__(self, message: str, log_tail: str = "", hint: str = ""):
+        super().__init__(message, hint or "see the log lines above; BUNDLER_DEBUG=1 keeps the work directory")
+        self.log_tail = log_tail
+
+
+class CheckFailed(BundlerError):
+    """The input was fine but the check the user asked for failed (exit 1)."""
+
+    exit_code = EXIT_CHECK_FAILED
+
+
+class StaleLockError(CheckFailed):
+    """requirements.lock was made from a different requirements.in."""
+
+    def __init__(self, lock: Path, expected_input_sha: str, found_input_sha: str | None):
+        super().__init__(lock, expected_input_sha, found_input_sha)
+        self.lock = lock
+        self.expected_input_sha = expected_input_sha
+        self.found_input_sha = found_input_sha
+
+    def __str__(self) -> str:
+        found = self.found_input_sha[:12] if self.found_input_sha else "none recorded"
+        return (
+            f"{self.lock} is stale: requirements.in has sha256 {self.expected_input_sha[:12]}, "
+            f"the lock was made from {found}"
+        )
+
+    hint = "run `bundler lock` to refresh it, then commit the new lock"
+
+
+@dataclass
+class VerifyFailed(CheckFailed):
+    """A bundle's files do not match its manifests."""
+
+    bundle: Path
+    findings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.bundle, self.findings)
+
+    def __str__(self) -> str:
+        head = f"{self.bundle}: verify failed, {len(self.findings)} finding(s)"
+        return "\n".join([head, *(f"  - {f}" for f in self.findings)])
+
+    hint = "the bundle was changed after it was written; restore it from its archive or rebuild it"

@@ -1,0 +1,28 @@
+"""Locate the data folders shipped with bundler (templates/, images/) in a checkout or a wheel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def resource_dir(name: str) -> Path:
+    """Return the folder `name` ("templates" or "images"), from the checkout or the installed wheel."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / name).is_dir():
+        return checkout / name
+    import importlib.resources
+
+    return Path(str(importlib.resources.files(f"bundler.{name}")))
+
+
+def render_template(name: str, **values: object) -> str:
+    """Render templates/<name> with jinja2; output is byte-identical for the same values."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+    )
+    return env.get_template(name).render(**values)
