@@ -274,7 +274,8 @@ def parse_config(text: str, path: Path | str = CONFIG_NAME) -> BundleConfig:
     try:
         config = BundleConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(path, problems + _problems_from(exc, text, raw)) from None
+        found = problems + _problems_from(exc, text, raw)
+        raise ConfigError(path, sorted(found, key=lambda p: (p.line or 10**9, p.location))) from None
     if problems:
         raise ConfigError(path, problems)
     return config

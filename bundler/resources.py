@@ -15,8 +15,8 @@ def resource_dir(name: str) -> Path:
     return Path(str(importlib.resources.files(f"bundler.{name}")))
 
 
-def render_template(name: str, **values: object) -> str:
-    """Render templates/<name> with jinja2; output is byte-identical for the same values."""
+def render_template(template: str, **values: object) -> str:
+    """Render templates/<template> with jinja2; output is byte-identical for the same values."""
     import jinja2
 
     env = jinja2.Environment(
@@ -25,4 +25,4 @@ def render_template(name: str, **values: object) -> str:
         undefined=jinja2.StrictUndefined,
         autoescape=False,
     )
-    return env.get_template(name).render(**values)
+    return env.get_template(template).render(**values)

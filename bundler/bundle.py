@@ -1,0 +1,299 @@
+"""The bundle FORMAT (bundler/1): BagIt layout, identity, manifests, runs and verification.
+
+This module knows nothing of how a recipe is made; every reader of finished bundles depends on it alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bundler import __version__
+from bundler.atomic import atomic_write_text
+from bundler.errors import InputError, NotABundleError, VerifyFailed
+from bundler.hashing import hash_tree, list_files, manifest_lines, sha256_bytes, sha256_file
+
+BUNDLE_FORMAT = "bundler/1"
+SUPPORTED_FORMATS = (BUNDLE_FORMAT,)
+PAYLOAD = "data"
+RECIPE = "data/recipe"
+RUNS = "data/runs"
+VENDOR = "data/vendor"
+MANIFEST = "manifest-sha256.txt"
+TAGMANIFEST = "tagmanifest-sha256.txt"
+BAGIT_TXT = "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
+# Files bundler adds to a run after the runtime finished; they describe the run but are not its output,
+# so they stay out of the run ID (the card names the run ID, which would otherwise be circular).
+RUN_ANNOTATIONS = frozenset({"run.json", "README.md", "loss.png", "publish.json"})
+_MANIFEST_LINE = re.compile(r"^([0-9a-f]{64}) {1,2}(\S.*)$")
+
+
+def recipe_id(recipe_hashes: Mapping[str, str]) -> str:
+    """Return the bundle ID: sha256 over the sorted manifest lines of data/recipe/ alone."""
+    lines = {p: s for p, s in recipe_hashes.items() if p.startswith(RECIPE + "/")}
+    return sha256_bytes(manifest_lines(lines).encode())
+
+
+def run_id_for(bundle_id: str, output_hashes: Mapping[str, str]) -> str:
+    """Return the run ID: sha256 of the bundle ID and the runtime's output manifest (run-relative paths)."""
+    body = f"bundle {bundle_id}\n" + manifest_lines(output_hashes)
+    return sha256_bytes(body.encode())
+
+
+def parse_manifest(text: str, source: str) -> dict[str, str]:
+    """Parse "<sha256>  <path>" lines; a malformed line is an input error naming its number."""
+    hashes: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        match = _MANIFEST_LINE.match(line)
+        if not match:
+            raise InputError(
+                f"{source} line {number} is not '<sha256>  <path>': {line[:80]!r}",
+                "the manifest was damaged; restore the bundle from its archive",
+            )
+        hashes[match.group(2)] = match.group(1)
+    return hashes
+
+
+def read_bag_info(bundle: Path) -> dict[str, str]:
+    info: dict[str, str] = {}
+    path = bundle / "bag-info.txt"
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                info[key.strip()] = value.strip()
+    return info
+
+
+def open_bundle(path: Path) -> Path:
+    """Check that `path` is a bundle of a known format and return it."""
+    if not path.exists():
+        raise NotABundleError(path, "no such directory")
+    if not path.is_dir():
+        raise NotABundleError(path, "not a directory (use `bundler import` for an exported .tar)")
+    if not (path / "bagit.txt").is_file() or not (path / "bag-info.txt").is_file():
+        raise NotABundleError(path, "bagit.txt or bag-info.txt is missing")
+    fmt = read_bag_info(path).get("Bundle-Format")
+    if fmt not in SUPPORTED_FORMATS:
+        raise NotABundleError(path, f"unknown Bundle-Format {fmt!r}; this bundler reads {', '.join(SUPPORTED_FORMATS)}")
+    return path
+
+
+def bundle_id_of(bundle: Path) -> str:
+    return read_bag_info(bundle).get("Bundle-Id", "")
+
+
+def _payload_hashes(bundle: Path) -> dict[str, str]:
+    return parse_manifest((bundle / MANIFEST).read_text(encoding="utf-8"), MANIFEST)
+
+
+def _write_tags(bundle: Path, payload: Mapping[str, str], extra_info: Mapping[str, str] | None = None) -> str:
+    """(Re)write every tag file from the payload hashes; return the bundle ID."""
+    bundle_id = recipe_id(payload)
+    atomic_write_text(bundle / "bagit.txt", BAGIT_TXT)
+    atomic_write_text(bundle / MANIFEST, manifest_lines(payload))
+    octets = sum((bundle / p).stat().st_size for p in payload)
+    info = dict(read_bag_info(bundle))
+    info.update(extra_info or {})
+    info.update(
+        {
+            "Bag-Software-Agent": f"bundler {__version__}",
+            "Bundle-Format": BUNDLE_FORMAT,
+            "Bundle-Id": bundle_id,
+            "External-Identifier": f"bundler:{bundle_id}",
+            "Payload-Oxum": f"{octets}.{len(payload)}",
+        }
+    )
+    atomic_write_text(bundle / "bag-info.txt", "".join(f"{k}: {info[k]}\n" for k in sorted(info)))
+    tags = {
+        p.relative_to(bundle).as_posix(): sha256_file(p)
+        for p in list_files(bundle)
+        if not p.relative_to(bundle).as_posix().startswith(PAYLOAD + "/")
+        and p.name != TAGMANIFEST
+    }
+    atomic_write_text(bundle / TAGMANIFEST, manifest_lines(tags))
+    return bundle_id
+
+
+def seal_bundle(bundle: Path) -> str:
+    """Hash the payload under data/ and write the bag's tag files; return the bundle ID."""
+    payload = hash_tree(bundle / PAYLOAD, prefix=PAYLOAD + "/")
+    return _write_tags(bundle, payload)
+
+
+def list_runs(bundle: Path) -> list[str]:
+    """Run IDs recorded in the bundle, oldest first (by run.json's finished time, then ID)."""
+    runs_dir = bundle / RUNS
+    if not runs_dir.is_dir():
+        return []
+    runs = [p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+    def finished(run: Path) -> str:
+        import json
+
+        try:
+            return json.loads((run / "run.json").read_text()).get("finished", "")
+        except (OSError, ValueError):
+            return ""
+
+    return [p.name for p in sorted(runs, key=lambda r: (finished(r), r.name))]
+
+
+def resolve_run(bundle: Path, run_id: str | None) -> str:
+    """Return the run ID asked for (a unique prefix is enough), or the latest run."""
+    runs = list_runs(bundle)
+    if not runs:
+        raise InputError(f"{bundle} has no recorded run", "run it first: `bundler run <bundle>`")
+    if run_id is None:
+        return runs[-1]
+    matches = [r for r in runs if r.startswith(run_id)]
+    if len(matches) != 1:
+        known = ", ".join(r[:12] for r in runs)
+        raise InputError(f"run {run_id!r} {'is ambiguous' if matches else 'does not exist'} in {bundle}",
+                         f"recorded runs: {known}")
+    return matches[0]
+
+
+def add_run(bundle: Path, staged_outputs: Path, annotations: Mapping[str, bytes] | None = None) -> str:
+    """Move a finished run's outputs into data/runs/<run-id>/ and extend the manifests; return the run ID.
+
+    The run ID covers what the runtime wrote; `annotations` (run.json, ...) are added beside it.
+    """
+    outputs = hash_tree(staged_outputs)
+    run_id = run_id_for(bundle_id_of(bundle), outputs)
+    for name, data in (annotations or {}).items():
+        (staged_outputs / name).write_bytes(data)
+    final = bundle / RUNS / run_id
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+        # The same outputs again (a bit-identical rerun): keep the first record.
+        shutil.rmtree(staged_outputs)
+    else:
+        os.rename(staged_outputs, final)
+    payload = _payload_hashes(bundle)
+    payload.update(hash_tree(final, prefix=f"{RUNS}/{run_id}/"))
+    _write_tags(bundle, payload)
+    return run_id
+
+
+def record_run_file(bundle: Path, run_id: str, name: str, data: bytes) -> Path:
+    """Write (or replace) one annotation file in a run and update the manifests."""
+    run_dir = bundle / RUNS / run_id
+    if not run_dir.is_dir():
+        raise InputError(f"run {run_id} does not exist in {bundle}")
+    target = run_dir / name
+    from bundler.atomic import atomic_write_bytes
+
+    atomic_write_bytes(target, data)
+    payload = _payload_hashes(bundle)
+    payload[target.relative_to(bundle).as_posix()] = sha256_bytes(data)
+    _write_tags(bundle, payload)
+    return target
+
+
+@dataclass
+class VerifyReport:
+    """What `verify` found; `ok` when there are no findings."""
+
+    bundle: Path
+    bundle_id: str
+    files_checked: int = 0
+    bytes_checked: int = 0
+    findings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "schema": "bundler.verify/1",
+            "bundle": str(self.bundle),
+            "bundle_id": self.bundle_id,
+            "ok": self.ok,
+            "files_checked": self.files_checked,
+            "bytes_checked": self.bytes_checked,
+            "findings": self.findings,
+        }
+
+
+def _compare(expected: Mapping[str, str], actual: Mapping[str, str], what: str) -> list[str]:
+    findings = []
+    missing = sorted(set(expected) - set(actual))
+    extra = sorted(set(actual) - set(expected))
+    renamed: set[str] = set()
+    for old in missing:
+        for new in extra:
+            if new not in renamed and actual[new] == expected[old]:
+                findings.append(f"renamed {what} file: {old} -> {new}")
+                renamed.update({old, new})
+                break
+    findings += [f"missing {what} file: {p}" for p in missing if p not in renamed]
+    findings += [f"extra {what} file: {p}" for p in extra if p not in renamed]
+    findings += [
+        f"changed {what} file: {p} (expected sha256 {expected[p][:12]}, found {actual[p][:12]})"
+        for p in sorted(set(expected) & set(actual))
+        if expected[p] != actual[p]
+    ]
+    return findings
+
+
+def verify_bundle(bundle: Path) -> VerifyReport:
+    """Re-hash every file; report every missing, extra, renamed or changed file, payload and tags alike."""
+    open_bundle(bundle)
+    info = read_bag_info(bundle)
+    report = VerifyReport(bundle, info.get("Bundle-Id", ""))
+    for required in (MANIFEST, TAGMANIFEST):
+        if not (bundle / required).is_file():
+            report.findings.append(f"missing tag file: {required}")
+    if report.findings:
+        return report
+    expected = _payload_hashes(bundle)
+    files = list_files(bundle)
+    hashed = {p.relative_to(bundle).as_posix(): s for p, s in _hash_all(files).items()}
+    report.files_checked = len(hashed)
+    report.bytes_checked = sum(p.stat().st_size for p in files)
+    actual_payload = {p: s for p, s in hashed.items() if p.startswith(PAYLOAD + "/")}
+    report.findings += _compare(expected, actual_payload, "payload")
+    tag_expected = parse_manifest((bundle / TAGMANIFEST).read_text(encoding="utf-8"), TAGMANIFEST)
+    actual_tags = {p: s for p, s in hashed.items() if not p.startswith(PAYLOAD + "/") and p != TAGMANIFEST}
+    report.findings += _compare(tag_expected, actual_tags, "tag")
+    recomputed = recipe_id(expected)
+    if report.bundle_id != recomputed:
+        report.findings.append(
+            f"Bundle-Id in bag-info.txt is {report.bundle_id[:12]}, the recipe manifest gives {recomputed[:12]}"
+        )
+    oxum = info.get("Payload-Oxum", "")
+    want = f"{sum(os.path.getsize(bundle / p) for p in actual_payload)}.{len(actual_payload)}"
+    if oxum != want:
+        report.findings.append(f"Payload-Oxum is {oxum or 'missing'}, the payload has {want}")
+    return report
+
+
+def _hash_all(files: list[Path]) -> dict[Path, str]:
+    from bundler.hashing import hash_files
+
+    return hash_files(files)
+
+
+def require_verified(bundle: Path) -> VerifyReport:
+    """Verify and raise VerifyFailed with every finding when anything is off."""
+    report = verify_bundle(bundle)
+    if not report.ok:
+        raise VerifyFailed(bundle, report.findings)
+    return report
+
+
+def reseal_run(bundle: Path, run_id: str) -> None:
+    """Re-hash one run directory into the manifests (after annotation files were written into it)."""
+    run_dir = bundle / RUNS / run_id
+    prefix = f"{RUNS}/{run_id}/"
+    payload = {p: s for p, s in _payload_hashes(bundle).items() if not p.startswith(prefix)}
+    payload.update(hash_tree(run_dir, prefix=prefix))
+    _write_tags(bundle, payload)

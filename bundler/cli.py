@@ -1,0 +1,169 @@
+"""The command line: parse, call the library, turn errors into two lines and an exit code.
+
+Results go to stdout (`--json`: one object with a `schema` key); logs and progress go to stderr.
+Exit codes: 0 ok, 1 a check failed, 2 usage, config or input error. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from bundler import __version__
+
+F = TypeVar("F", bound=Callable[..., Any])
+RUNNER_CHOICE = click.Choice(["auto", "docker", "venv", "host"])
+
+
+def emit(result: dict[str, Any], as_json: bool, text: str) -> None:
+    """Print the result: one JSON object, or `text` for a person."""
+    click.echo(json.dumps(result, sort_keys=True) if as_json else text)
+
+
+def _fail(message: str, hint: str, code: int) -> None:
+    err = click.get_text_stream("stderr")
+    plain = "NO_COLOR" in os.environ or not err.isatty()
+    first, _, rest = message.partition("\n")
+    click.echo(("error: " if plain else "\x1b[31merror:\x1b[0m ") + first, err=True)
+    if rest:
+        click.echo(rest, err=True)
+    if hint:
+        click.echo(("hint: " if plain else "\x1b[36mhint:\x1b[0m ") + hint, err=True)
+    sys.exit(code)
+
+
+def handles_errors(func: F) -> F:
+    """Map BundlerError (and the unexpected) to a message, a next step and the documented exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from bundler.errors import EXIT_INPUT, BundlerError
+
+        try:
+            return func(*args, **kwargs)
+        except BundlerError as exc:
+            if os.environ.get("BUNDLER_DEBUG"):
+                traceback.print_exc()
+            _fail(str(exc), exc.hint, exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted; nothing was written under the final name", "", 130)
+        except (click.exceptions.Exit, click.ClickException):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place that turns a crash into a message
+            if os.environ.get("BUNDLER_DEBUG"):
+                traceback.print_exc()
+            _fail(f"internal error: {type(exc).__name__}: {exc}",
+                  "rerun with BUNDLER_DEBUG=1 for the traceback and report it", EXIT_INPUT)
+
+    return wrapper  # type: ignore[return-value]
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bundler")
+def main() -> None:
+    """Reproducible, auditable LoRA fine-tuning: lock, split, pack, run, verify, replay, publish."""
+
+
+@main.command()
+@click.argument("path", type=click.Path(file_okay=False, path_type=Path), default=".")
+@click.option("--name", help="Project name (default: the directory name).")
+@handles_errors
+def init(path: Path, name: str | None) -> None:
+    """Write a commented bundle.toml and requirements.in into PATH."""
+    from bundler.scaffold import init_project
+
+    written = init_project(path, name)
+    for file in written:
+        click.echo(str(file))
+
+
+@main.command()
+@click.argument("project", type=click.Path(path_type=Path), default=".")
+@click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="Directory to write the bundle into (must not hold one).")
+@click.option("--allow-dirty", is_flag=True, help="Bundle uncommitted changes as a patch; the bundle is marked dirty.")
+@click.option("--runner", type=RUNNER_CHOICE, default="venv", show_default=True, help="Where the fine-tune runs.")
+@click.option("--no-run", is_flag=True, help="Write the bundle without running the fine-tune.")
+@click.option("--no-vendor-data", is_flag=True, help="Do not copy the dataset files into data/vendor/.")
+@click.option("--push", "push_repo", metavar="ORG/NAME", help="Publish the adapter and card to this Hub repo.")
+@json_option
+@handles_errors
+def build(project: Path, out: Path, allow_dirty: bool, runner: str, no_run: bool, no_vendor_data: bool,
+          push_repo: str | None, as_json: bool) -> None:
+    """Build a bundle from PROJECT (lock check, split, pack, run, card); print the bundle ID."""
+    from bundler.pipeline import build as build_bundle
+
+    result = build_bundle(project, out, allow_dirty=allow_dirty, runner=runner, run=not no_run,
+                          push=push_repo, vendor_data=not no_vendor_data)
+    emit(result.as_dict(), as_json, result.bundle_id)
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--runner", type=RUNNER_CHOICE, default="venv", show_default=True)
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), help="Model snapshot, when the bundle does not vendor it.")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), help="Dataset directory, when the bundle does not vendor it.")
+@click.option("--allow-drift", is_flag=True, help="host runner: run even when installed versions differ from the lock (recorded).")
+@click.option("--gpus", help="docker runner: 'all' or a number of GPUs.")
+@json_option
+@handles_errors
+def run(bundle: Path, runner: str, model_dir: Path | None, data_dir: Path | None, allow_drift: bool,
+        gpus: str | None, as_json: bool) -> None:
+    """Run a finished BUNDLE again into a new data/runs/<run-id>/; print the run ID."""
+    from bundler.bundle import open_bundle, require_verified
+    from bundler.errors import InputError, VerifyFailed
+    from bundler.pipeline import locate_inputs, run_bundle
+
+    open_bundle(bundle)
+    try:
+        require_verified(bundle)
+    except VerifyFailed as exc:
+        raise InputError(str(exc), "a bundle that fails verify is never run; restore it from its archive") from None
+    model, data = locate_inputs(bundle, model_dir, data_dir, runner)
+    run_id = run_bundle(bundle, runner=runner, model_dir=model, data_dir=data, allow_drift=allow_drift, gpus=gpus)
+    emit({"schema": "bundler.run/1", "bundle": str(bundle), "run_id": run_id}, as_json, run_id)
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@json_option
+@handles_errors
+def verify(bundle: Path, as_json: bool) -> None:
+    """Re-hash every file of BUNDLE; exit 1 naming each changed, missing, extra or renamed file."""
+    from bundler.bundle import verify_bundle
+    from bundler.errors import VerifyFailed
+
+    report = verify_bundle(bundle)
+    if as_json:
+        emit(report.as_dict(), True, "")
+        if not report.ok:
+            sys.exit(1)
+        return
+    if not report.ok:
+        raise VerifyFailed(bundle, report.findings)
+    click.echo(f"ok {report.bundle_id} ({report.files_checked} files, {report.bytes_checked} bytes)")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@json_option
+@handles_errors
+def inspect(bundle: Path, as_json: bool) -> None:
+    """Show what BUNDLE holds: identity, source, config, splits, leakage, runs and where they ran."""
+    from bundler.inspect import describe_bundle, render_description
+
+    description = describe_bundle(bundle)
+    if as_json:
+        emit(description, True, "")
+    else:
+        render_description(description)

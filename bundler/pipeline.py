@@ -1,0 +1,192 @@
+"""`bundler build`: lock check, source, split, model, image, pack, run, card, push — the one module that knows the flow."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from bundler import ui
+from bundler.atomic import atomic_dir
+from bundler.bundle import RECIPE, VENDOR, seal_bundle
+from bundler.config import BundleConfig, dump_resolved, load_config
+from bundler.errors import InputError, OutputExistsError
+from bundler.hashing import canonical_json, sha256_file
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    bundle: Path
+    bundle_id: str
+    run_id: str | None
+    publish: dict | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "schema": "bundler.build/1",
+            "bundle": str(self.bundle),
+            "bundle_id": self.bundle_id,
+            "run_id": self.run_id,
+            "publish": self.publish,
+        }
+
+
+def data_dir_of(config: BundleConfig, project: Path) -> Path:
+    """The directory the dataset files live in (the runtime's BUNDLER_DATA_DIR)."""
+    path = (project / config.data.path).resolve()
+    return path if path.is_dir() else path.parent
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputExistsError(out)
+
+
+def write_recipe(config: BundleConfig, project: Path, recipe: Path, *, allow_dirty: bool, runner: str) -> tuple[Path, Path]:
+    """Write every recipe file into `recipe`; return the model and dataset directories for the run."""
+    from bundler import images, lock, source, splits
+    from bundler.datasource import describe_dataset
+    from bundler.dockerfile import render_dockerfile
+    from bundler.runners import runtime_source
+
+    env = config.environment
+    lock_path = project / env.lock
+    ui.stage(f"checking {env.lock} against {env.requirements}")
+    lock.check_lock(project, env)
+
+    ui.stage("recording the code commit")
+    record, archive, patch = source.describe_source(project, allow_dirty)
+    if record.dirty:
+        ui.warn(f"dirty tree allowed: {len(record.dirty_files)} changed file(s) recorded as code.patch")
+
+    ui.stage("splitting the dataset (seeded hash assignment, dedupe, leakage check)")
+    manifest = splits.make_split_manifest(config, project)
+    dataset = describe_dataset(config, project)
+
+    lock_sha = sha256_file(lock_path)
+    ui.stage(f"preparing the base model {config.model.id}")
+    from bundler.models import resolve_model
+
+    model_dir, model_record = resolve_model(config, project, lock_path, lock_sha, use_host=runner == "host")
+
+    ui.stage("pinning the base image and rendering the Dockerfile")
+    image_record = images.image_lock_record(env, offline=True)
+
+    recipe.mkdir(parents=True)
+    (recipe / "config.toml").write_text(dump_resolved(config), encoding="utf-8")
+    shutil.copyfile(project / env.requirements, recipe / "requirements.in")
+    shutil.copyfile(lock_path, recipe / "requirements.lock")
+    (recipe / "image.lock.json").write_text(canonical_json(image_record), encoding="utf-8")
+    (recipe / "Dockerfile").write_text(render_dockerfile(image_record, lock_sha, None), encoding="utf-8")
+    (recipe / "source.json").write_text(canonical_json(record.as_dict()), encoding="utf-8")
+    (recipe / "code.tar").write_bytes(archive)
+    if patch is not None:
+        (recipe / "code.patch").write_bytes(patch)
+    splits.write_manifest(manifest, recipe / "splits.json")
+    (recipe / "model.json").write_text(canonical_json(model_record), encoding="utf-8")
+    (recipe / "dataset.json").write_text(canonical_json(dataset), encoding="utf-8")
+    shutil.copytree(runtime_source(), recipe / "runtime", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return model_dir, data_dir_of(config, project)
+
+
+def vendor_dataset(bundle: Path, data_dir: Path) -> Path:
+    """Copy the dataset files the recipe names into data/vendor/dataset/ (outside the ID, checked by hash)."""
+    import json
+
+    target = bundle / VENDOR / "dataset"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in json.loads((bundle / RECIPE / "dataset.json").read_text())["files"]:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(data_dir / name, target / name)
+    return target
+
+
+def locate_inputs(bundle: Path, model_dir: Path | None, data_dir: Path | None, runner: str) -> tuple[Path, Path]:
+    """Find the model snapshot and dataset for running a finished bundle: vendored, given, or re-made."""
+    import json
+
+    recipe = bundle / RECIPE
+    if data_dir is None:
+        vendored = bundle / VENDOR / "dataset"
+        if not vendored.is_dir():
+            raise InputError(f"{bundle} does not vendor its dataset", "pass --data DIR with the dataset files")
+        data_dir = vendored
+    if model_dir is None:
+        vendored = bundle / VENDOR / "model"
+        record = json.loads((recipe / "model.json").read_text())
+        if vendored.is_dir():
+            model_dir = vendored
+        elif record.get("source") == "tiny":
+            from bundler.config import parse_config
+            from bundler.models import materialize_tiny
+
+            config = parse_config((recipe / "config.toml").read_text(), recipe / "config.toml")
+            lock = recipe / "requirements.lock"
+            model_dir = materialize_tiny(config, lock, sha256_file(lock), use_host=runner == "host")
+        else:
+            raise InputError(
+                f"{bundle} does not vendor its base model {record.get('id')}",
+                "pass --model DIR with the model snapshot (its files are checked against model.json)",
+            )
+    if not model_dir.is_dir():
+        raise InputError(f"model snapshot {model_dir} does not exist", "pass --model DIR with the snapshot")
+    return model_dir, data_dir
+
+
+def build(
+    project: Path,
+    out: Path,
+    *,
+    allow_dirty: bool = False,
+    runner: str = "venv",
+    run: bool = True,
+    push: str | None = None,
+    vendor_data: bool = True,
+) -> BuildResult:
+    """Build a bundle from the project at `project` into `out` (atomically) and, unless run=False, run it."""
+    project = project.resolve()
+    out = out.resolve()
+    config = load_config(project).resolved()
+    _check_out(out)
+    if push and not run:
+        raise InputError("--push needs a run to publish", "drop --no-run, or push later with `bundler push`")
+    with atomic_dir(out) as work:
+        model_dir, data_dir = write_recipe(config, project, work / RECIPE, allow_dirty=allow_dirty, runner=runner)
+        if vendor_data:
+            data_dir = vendor_dataset(work, data_dir)
+        bundle_id = seal_bundle(work)
+        ui.stage(f"bundle {bundle_id[:12]} sealed")
+        run_id = None
+        if run:
+            run_id = run_bundle(work, runner=runner, model_dir=model_dir, data_dir=data_dir)
+    publish = None
+    if push and run_id:
+        from bundler.publish import push_run
+
+        ui.stage(f"pushing the adapter and card to {push}")
+        publish = push_run(out, push, run_id=run_id, private=config.publish.private)
+    return BuildResult(out, bundle_id, run_id, publish)
+
+
+def run_bundle(
+    bundle: Path,
+    *,
+    runner: str,
+    model_dir: Path,
+    data_dir: Path,
+    max_steps: int | None = None,
+    allow_drift: bool = False,
+    gpus: str | None = None,
+) -> str:
+    """Run a sealed bundle with a runner, then write its model card; return the run ID."""
+    from bundler.bundle import reseal_run
+    from bundler.card import write_card
+    from bundler.runners import RunRequest, execute
+
+    ui.stage(f"running the fine-tune ({runner} runner)")
+    request = RunRequest(bundle, model_dir, data_dir, max_steps=max_steps, allow_drift=allow_drift, gpus=gpus)
+    run_id = execute(runner, request)
+    ui.stage(f"run {run_id[:12]} recorded; writing the model card")
+    write_card(bundle, run_id)
+    reseal_run(bundle, run_id)
+    return run_id

@@ -1,0 +1,183 @@
+"""Runners execute the bundle's runtime in an environment: docker (image), venv (locked venv), host.
+
+All of them share the contract of docs/design.md section 9: the same command, environment variables and
+output files; only where the interpreter comes from differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bundler import bundle as bundle_format
+from bundler.errors import InputError, TrainingError
+from bundler.hashing import canonical_json
+
+RUNNERS = ("auto", "docker", "venv", "host")
+EVENT_PREFIX = "BUNDLER_EVENT "
+ERROR_PREFIX = "BUNDLER_ERROR "
+# Set before the interpreter starts: Python reads PYTHONHASHSEED only at start-up and cuBLAS reads its
+# workspace config when the first handle is made.
+DETERMINISM_ENV = {"PYTHONHASHSEED": "0", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("BUNDLER_CACHE") or Path.home() / ".cache" / "bundler")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def runtime_source() -> Path:
+    """The runtime package shipped with this bundler (copied into each recipe)."""
+    return Path(__file__).resolve().parent.parent / "runtime"
+
+
+@dataclass
+class RunRequest:
+    """What a runner needs to execute one run of a bundle."""
+
+    bundle: Path
+    model_dir: Path
+    data_dir: Path
+    max_steps: int | None = None
+    allow_drift: bool = False
+    gpus: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def runtime_env(runner: str, request: RunRequest, image_digest: str = "") -> dict[str, str]:
+    """The environment the runtime starts with; nothing from the caller's environment leaks in but PATH/HOME."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "BUNDLER_RUNNER": runner,
+        "BUNDLER_IMAGE_DIGEST": image_digest,
+        "BUNDLER_MODEL_DIR": str(request.model_dir),
+        "BUNDLER_DATA_DIR": str(request.data_dir),
+        **DETERMINISM_ENV,
+    }
+    if request.max_steps:
+        env["BUNDLER_MAX_STEPS"] = str(request.max_steps)
+    for name in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
+
+
+def stream_runtime(command: Sequence[str], env: Mapping[str, str], cwd: Path, label: str) -> None:
+    """Run the runtime, turn its events into a progress bar and its errors into bundler errors."""
+    from bundler import ui
+
+    tail: list[str] = []
+    error: dict[str, str] | None = None
+    with ui.StepProgress(label) as progress:
+        process = subprocess.Popen(
+            list(command), env=dict(env), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        assert process.stdout is not None
+        try:
+            for line in process.stdout:
+                line = line.rstrip("\n")
+                if line.startswith(EVENT_PREFIX):
+                    event = json.loads(line[len(EVENT_PREFIX):])
+                    if event.get("event") == "step":
+                        progress.update(event["step"], event["max_steps"], event.get("loss"))
+                    continue
+                if line.startswith(ERROR_PREFIX):
+                    error = json.loads(line[len(ERROR_PREFIX):])
+                    continue
+                tail = (tail + [line])[-40:]
+                if os.environ.get("BUNDLER_DEBUG"):
+                    ui.info(line)
+            code = process.wait()
+        except BaseException:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            raise
+    if code == 0:
+        return
+    if error is not None:
+        raise InputError(error.get("message", "the runtime refused its input"), error.get("hint", ""))
+    raise TrainingError(f"the runtime exited with code {code}; last lines:\n" + "\n".join(tail[-15:]), "\n".join(tail))
+
+
+def staging_dir(bundle: Path) -> Path:
+    """A fresh output directory on the bundle's filesystem, outside the bag, renamed into the bag at the end."""
+    return Path(tempfile.mkdtemp(prefix=f".{bundle.name}.run-", suffix=".partial", dir=bundle.parent))
+
+
+def finish_run(request: RunRequest, staged: Path, runner: str, started: float, details: Mapping[str, object]) -> str:
+    """Record the staged outputs as a run of the bundle; return the run ID."""
+    if not (staged / "results.json").is_file():
+        raise TrainingError(f"the runtime finished without writing results.json in {staged}")
+    record = {
+        "schema": "bundler.run/1",
+        "runner": runner,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wall_seconds": round(time.time() - started, 3),
+        "host": {"machine": platform.machine(), "system": platform.system()},
+        "max_steps_override": request.max_steps,
+        **details,
+    }
+    return bundle_format.add_run(request.bundle, staged, {"run.json": canonical_json(record).encode()})
+
+
+def discard(staged: Path) -> None:
+    shutil.rmtree(staged, ignore_errors=True)
+
+
+def execute(runner: str, request: RunRequest) -> str:
+    """Run the bundle with the named runner and return the new run ID."""
+    if runner == "auto":
+        from bundler.runners import docker_available
+
+        runner = "docker" if docker_available() else "venv"
+    if runner == "venv":
+        from bundler.runners.venv import run_venv
+
+        return run_venv(request)
+    if runner == "host":
+        from bundler.runners.host import run_host
+
+        return run_host(request)
+    if runner == "docker":
+        from bundler.runners.docker import run_docker  # type: ignore[attr-defined]
+
+        return run_docker(request)  # type: ignore[no-any-return]
+    raise InputError(f"unknown runner {runner!r}", f"choose one of {', '.join(RUNNERS)}")
+
+
+def docker_available() -> bool:
+    """True when a Docker engine answers on its socket (a quick ping, no import of docker-py)."""
+    import socket
+
+    path = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
+    if not os.path.exists(path):
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            sock.connect(path)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+            return b"200 OK" in sock.recv(64)
+    except OSError:
+        return False

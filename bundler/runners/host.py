@@ -1,0 +1,53 @@
+"""The host runner: the current interpreter, for debugging and managed environments; drift is refused or recorded."""
+
+from __future__ import annotations
+
+import sys
+import time
+from importlib import metadata
+
+from bundler.bundle import RECIPE
+from bundler.errors import InputError
+from bundler.runners import RunRequest, discard, finish_run, runtime_env, staging_dir, stream_runtime
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def lock_drift(lock_text: str) -> list[dict[str, str | None]]:
+    """Compare `name==version` pins in a lock with what this interpreter has installed."""
+    installed = {_canonical(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
+    drift = []
+    for raw in lock_text.splitlines():
+        line = raw.split("#", 1)[0].strip().rstrip("\\").strip()
+        if "==" not in line or line.startswith("-"):
+            continue
+        name, _, version = line.partition("==")
+        name = _canonical(name.split("[")[0].strip())
+        version = version.split(";")[0].split()[0].strip()
+        have = installed.get(name)
+        if have != version:
+            drift.append({"package": name, "locked": version, "installed": have})
+    return drift
+
+
+def run_host(request: RunRequest) -> str:
+    recipe = request.bundle / RECIPE
+    drift = lock_drift((recipe / "requirements.lock").read_text(encoding="utf-8"))
+    if drift and not request.allow_drift:
+        shown = ", ".join(f"{d['package']} {d['installed'] or 'missing'} (lock {d['locked']})" for d in drift[:6])
+        raise InputError(
+            f"this interpreter differs from the lock in {len(drift)} package(s): {shown}",
+            "use --runner venv for the locked environment, or --allow-drift to run anyway (recorded in the run)",
+        )
+    staged = staging_dir(request.bundle)
+    started = time.time()
+    try:
+        env = runtime_env("host", request)
+        env["PYTHONPATH"] = str(recipe)
+        stream_runtime([sys.executable, "-m", "runtime", str(recipe), str(staged)], env, staged, "training")
+        return finish_run(request, staged, "host", started, {"allow_drift": request.allow_drift, "drift": drift})
+    except BaseException:
+        discard(staged)
+        raise
