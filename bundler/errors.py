@@ -4,6 +4,7 @@
     ├── ConfigError                   bundle.toml: all problems at once, with file and line
     ├── InputError                    a path, dataset, model or option that cannot be used
     │   ├── DatasetError
+    │   │   └── DatasetChangedError   an example the split manifest names is gone or changed
     │   ├── SplitError
     │   ├── SourceError               git: dirty tree, unpinned submodule, not a repository
     │   ├── OutputExistsError
@@ -192,3 +193,23 @@ class VerifyFailed(CheckFailed):
         return "\n".join([head, *(f"  - {f}" for f in self.findings)])
 
     hint = "the bundle was changed after it was written; restore it from its archive or rebuild it"
+
+
+# --- splits (splits.py) ---
+
+
+class DatasetChangedError(DatasetError):
+    """An example the split manifest names is missing from the dataset or has different content."""
+
+    def __init__(self, example_id: str, split: str, expected: str, found: str | None):
+        what = "is missing from the dataset" if found is None else (
+            f"has changed (content sha256 {found[:12]}, the manifest recorded {expected[:12]})"
+        )
+        super().__init__(
+            f"example {example_id!r} of split {split!r} {what}",
+            "restore the dataset the manifest was made from, or run `bundler split` to make a new manifest",
+        )
+        self.example_id = example_id
+        self.split = split
+        self.expected = expected
+        self.found = found
