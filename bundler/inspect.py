@@ -106,7 +106,6 @@ def render_description(description: dict[str, Any]) -> None:
     out.print("seeds   " + ", ".join(f"{k}={v}" for k, v in description["seeds"].items()))
     splits = description.get("splits") or {}
     if splits:
-        out.print_json(json.dumps(splits, sort_keys=True)) if not isinstance(splits.get("splits"), dict) else None
         _render_splits(out, splits)
     runs = Table(title="runs", title_justify="left")
     for column in ("run", "runner", "device", "steps", "train loss", "eval", "adapter sha256"):

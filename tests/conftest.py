@@ -1,0 +1,50 @@
+"""Shared fixtures: real git projects copied from examples/, a CLI runner, and the engine/registry fixtures."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+QUICKSTART = REPO / "examples" / "quickstart"
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+           "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"}
+    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=env).stdout
+
+
+def make_git_project(source: Path, target: Path) -> Path:
+    """Copy a project into its own git repository with one commit (fixed author and date)."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "out", "*.pyc"))
+    git(target, "init", "-q", "-b", "main")
+    git(target, "add", "-A")
+    git(target, "commit", "-q", "-m", "project")
+    return target
+
+
+@pytest.fixture
+def quickstart(tmp_path: Path) -> Path:
+    """The quickstart example as a committed git repository in tmp_path."""
+    return make_git_project(QUICKSTART, tmp_path / "quickstart")
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real `bundler` command line in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "bundler", *args], cwd=cwd, capture_output=True, text=True,
+        env={**os.environ, "NO_COLOR": "1", **(env or {})},
+    )
+
+
+try:  # engine and registry fixtures live with the pinning work
+    from tests.fixtures.docker_env import *  # noqa: F401,F403
+except ImportError:
+    pass
