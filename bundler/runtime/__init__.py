@@ -1,0 +1,18 @@
+"""The trainer that runs inside the locked environment: `python -m runtime <recipe_dir> <out_dir>`.
+
+This package is copied into every bundle as `recipe/runtime/`, so it imports nothing from the rest
+of bundler; it needs torch, transformers, peft, safetensors and numpy (see requirements.txt).
+
+    __main__.py     entry point: paths and env vars in, exit code and BUNDLER_* lines out
+    recipe.py       reads config.toml/model.json/dataset.json/splits.json; verifies every hash
+    determinism.py  the one function that sets every seed and flag (recorded in env.json)
+    envinfo.py      the one function that captures the environment
+    data.py         examples by split ID, templating, tokenizers, seeded batches, packing
+    modeling.py     model load, precision, LoRA (CPU-seeded init), chunked cross-entropy
+    train.py        the training step and loop; writes metrics.jsonl/results.json/adapter
+    evaluate.py     val/test loss and label scoring by log-likelihood
+    tiny.py         `python -m runtime.tiny`: the tiny Llama-shaped model from a seed
+"""
+
+RESULTS_SCHEMA = "bundler.results/1"
+ENV_SCHEMA = "bundler.env/1"
