@@ -10,9 +10,14 @@
     │   ├── OutputExistsError
     │   ├── NotABundleError
     │   ├── UnsafeArchiveError
-    │   └── SecretError               a value that looks like a secret where none may go
+    │   ├── SecretError               a value that looks like a secret where none may go
+    │   ├── InvalidRepoIdError        --repo is not a Hub repo ID (ORG/NAME)
+    │   ├── MissingAdapterError       the run to publish has no adapter files
+    │   ├── CardMetadataError         the model card's metadata fails huggingface_hub's validation
+    │   └── HubAuthError              no Hub token, or the Hub refused it
     ├── EnvironmentSetupError         a runner, resolver or engine that cannot do its job
-    │   └── TrainingError             the runtime failed; its last lines are attached
+    │   ├── TrainingError             the runtime failed; its last lines are attached
+    │   └── HubUnavailableError       the Hub kept failing (5xx, network) after bounded retries
     └── CheckFailed                   exit 1: the input is fine, the check it asked for failed
         ├── StaleLockError
         └── VerifyFailed
@@ -213,3 +218,67 @@ class DatasetChangedError(DatasetError):
         self.split = split
         self.expected = expected
         self.found = found
+
+
+# --- publishing (card.py, publish.py) ---
+
+
+class InvalidRepoIdError(InputError):
+    """The repo ID given for a push is not a Hub repo ID of the form ORG/NAME."""
+
+    def __init__(self, repo_id: str, reason: str):
+        super().__init__(
+            f"{repo_id!r} is not a valid Hub repo ID: {reason}",
+            "pass --repo ORG/NAME: letters, digits, '-', '_' and '.', at most 96 characters per part",
+        )
+        self.repo_id = repo_id
+        self.reason = reason
+
+
+class MissingAdapterError(InputError):
+    """The run to publish has no adapter (or only part of one)."""
+
+    def __init__(self, run_dir: Path, missing: Sequence[str]):
+        super().__init__(
+            f"run {run_dir.name[:12]} has no adapter to publish: missing {', '.join(missing)}",
+            "pick a finished run with `--run RUN_ID` (`bundler inspect <bundle>` lists them), or run it again",
+        )
+        self.run_dir = run_dir
+        self.missing = list(missing)
+
+
+class CardMetadataError(InputError):
+    """The model card's metadata fails huggingface_hub's (or the Hub's) validation."""
+
+    def __init__(self, problems: Sequence[str]):
+        super().__init__(
+            "the model card's metadata is not valid: " + "; ".join(problems),
+            "fix the value in bundle.toml ([model] id, [publish] license) or the recorded file named above; "
+            "nothing was uploaded",
+        )
+        self.problems = list(problems)
+
+
+class HubAuthError(InputError):
+    """No Hub token was found, or the Hub refused the one given."""
+
+    def __init__(self, reason: str, endpoint: str):
+        super().__init__(
+            f"{endpoint}: {reason}",
+            "set HF_TOKEN to a token with write access (or run `hf auth login`); nothing was uploaded",
+        )
+        self.reason = reason
+        self.endpoint = endpoint
+
+
+class HubUnavailableError(EnvironmentSetupError):
+    """The Hub kept answering with server errors (or not at all) after bounded retries."""
+
+    def __init__(self, endpoint: str, attempts: int, detail: str):
+        super().__init__(
+            f"{endpoint}: the push failed after {attempts} attempt(s): {detail}",
+            "try again later; no publish.json was written, and re-pushing the same run is safe",
+        )
+        self.endpoint = endpoint
+        self.attempts = attempts
+        self.detail = detail
