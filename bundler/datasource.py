@@ -87,12 +87,17 @@ def find_dataset_files(config: BundleConfig, project_dir: Path) -> DatasetFiles:
             f"dataset not found: {spec} (looked at {path})",
             "check data.path in bundle.toml; relative paths are read from the project directory",
         )
+    if not candidates:
+        raise DatasetError(
+            f"no JSONL, CSV or Parquet files under {spec}",
+            "put the dataset files there, or point data.path at a file",
+        )
     fmt = _format_of(config.data.format, candidates, spec)
     if config.data.format != "auto" and path.is_dir():
         candidates = [p for p in candidates if _SUFFIXES.get(p.suffix.lower()) == fmt]
     if not candidates:
         raise DatasetError(
-            f"no {fmt if fmt else 'JSONL, CSV or Parquet'} files under {spec}",
+            f"no {fmt} files under {spec}",
             "put the dataset files there, or point data.path at a file",
         )
     files = {p.relative_to(data_dir).as_posix(): p for p in candidates}
@@ -137,7 +142,9 @@ def _description(found: DatasetFiles) -> dict[str, Any]:
 def load_records(config: BundleConfig, project_dir: Path) -> DatasetRecords:
     """Load every row with `datasets`, in file order; raise DatasetError if unusable."""
     found = find_dataset_files(config, project_dir)
-    rows = _read_rows(found)
+    # datasets refuses empty files with a message about data_files; say what is really wrong.
+    is_empty = all(p.stat().st_size == 0 for p in found.files.values())
+    rows = [] if is_empty else _read_rows(found)
     if not rows:
         raise DatasetError(
             f"dataset {found.source} has no examples",
