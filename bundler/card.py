@@ -1,7 +1,7 @@
 """The model card of a run: huggingface_hub ModelCard with lineage read from the bundle alone.
 
-The card reads only bundle files (recipe, run outputs, bag-info.txt), never the project, so it can be
-written for any bundle, including older ones that lack some files: a missing value reads
+The card reads only bundle files (recipe, run outputs, bag-info.txt), never the project, so it can
+be written for any bundle, including older ones that lack some files: a missing value reads
 "not recorded". Nothing that could be a local path or a secret reaches the card; `render_card`
 checks the finished text before returning it.
 """
@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from bundler.errors import CardMetadataError, InputError, SecretError
 
@@ -21,7 +22,9 @@ TEMPLATE = "modelcard.md.j2"
 NOT_RECORDED = "not recorded"
 TAGS = ["lora", "reproducible", "bundler"]
 # Dataset sources recorded in these forms name a dataset on the Hub (and go into `datasets:`).
-_HUB_DATASET = re.compile(r"^(?:hf://datasets/|hub:|https://huggingface\.co/datasets/)([\w.-]+/[\w.-]+)")
+_HUB_DATASET = re.compile(
+    r"^(?:hf://datasets/|hub:|https://huggingface\.co/datasets/)([\w.-]+/[\w.-]+)"
+)
 # Anything that looks like a local filesystem path: absolute POSIX, home-relative, Windows, file://.
 _LOCAL_PATH = re.compile(r"(?:^|[\s\"'=(])(?:/(?!/)[^\s|]*|~[/\\]|[A-Za-z]:[\\/]|file://|\.\.?/)")
 
@@ -71,21 +74,26 @@ def _record(bundle_dir: Path, run_id: str, name: str, data: bytes) -> None:
         atomic_write_bytes(bundle_dir / "data" / "runs" / run_id / name, data)
 
 
-def render_card(bundle_dir: Path, run_id: str, *, repo_id: str | None = None, strict: bool = False) -> RenderedCard:
+def render_card(
+    bundle_dir: Path, run_id: str, *, repo_id: str | None = None, strict: bool = False
+) -> RenderedCard:
     """Build the card text from the bundle's files.
 
     Not strict (writing a card into a bundle): a missing or unusable value reads "not recorded" and
     is left out of the metadata. Strict (before a push): any metadata the Hub would refuse, or a
     missing base model, raises CardMetadataError.
     """
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub import EvalResult, ModelCardData
 
     from bundler.plots import render_loss_png
     from bundler.resources import render_template
 
     run_dir = bundle_dir / "data" / "runs" / run_id
     if not run_dir.is_dir():
-        raise InputError(f"run {run_id} does not exist in {bundle_dir}", "`bundler inspect <bundle>` lists the runs")
+        raise InputError(
+            f"run {run_id} does not exist in {bundle_dir}",
+            "`bundler inspect <bundle>` lists the runs",
+        )
     facts = BundleFacts.read(bundle_dir, run_dir)
     config = facts.config
     project = _get(config, "project", "name") or "adapter"
@@ -93,15 +101,32 @@ def render_card(bundle_dir: Path, run_id: str, *, repo_id: str | None = None, st
     dataset_hub_id = _hub_dataset(facts.dataset)
     license_id = _get(config, "publish", "license") or "other"
     if strict:
-        problems = metadata_problems({"base_model": base_model, "license": license_id, "library_name": "peft",
-                                      "datasets": [dataset_hub_id] if dataset_hub_id else []})
+        problems = metadata_problems(
+            {
+                "base_model": base_model,
+                "license": license_id,
+                "library_name": "peft",
+                "datasets": [dataset_hub_id] if dataset_hub_id else [],
+            }
+        )
         if problems:
             raise CardMetadataError(problems)
     else:
-        base_model = base_model if not metadata_problems({"base_model": base_model}, only="base_model") else None
-        license_id = license_id if not metadata_problems({"license": license_id}, only="license") else "other"
-        dataset_hub_id = dataset_hub_id if not metadata_problems({"datasets": [dataset_hub_id]},
-                                                                 only="datasets") else None
+        base_model = (
+            base_model
+            if not metadata_problems({"base_model": base_model}, only="base_model")
+            else None
+        )
+        license_id = (
+            license_id
+            if not metadata_problems({"license": license_id}, only="license")
+            else "other"
+        )
+        dataset_hub_id = (
+            dataset_hub_id
+            if not metadata_problems({"datasets": [dataset_hub_id]}, only="datasets")
+            else None
+        )
     load_repo = repo_id or _get(config, "publish", "repo") or "ORG/NAME"
 
     eval_results = [
@@ -133,12 +158,14 @@ def render_card(bundle_dir: Path, run_id: str, *, repo_id: str | None = None, st
         raise CardMetadataError([str(exc)]) from None
 
     loss_png = render_loss_png(facts.metrics)
+    name = load_repo.split("/")[-1] if repo_id else project
+    link = f"[{_public(base_model)}](https://huggingface.co/{_public(base_model)})"
     values = {
         "card_data": card_data.to_yaml(),
-        "title": f"{load_repo.split('/')[-1] if repo_id else project}: LoRA adapter for {_public(base_model)}",
+        "title": f"{name}: LoRA adapter for {_public(base_model)}",
         "summary": (
-            f"A LoRA adapter for [{_public(base_model)}](https://huggingface.co/{_public(base_model)}), "
-            "fine-tuned with [bundler](https://pypi.org/project/bundler-repro/) from a content-hashed run "
+            f"A LoRA adapter for {link}, fine-tuned with "
+            "[bundler](https://pypi.org/project/bundler-repro/) from a content-hashed run "
             "bundle that pins the environment, code, data splits and seeds."
         ),
         "lineage": facts.lineage(run_id),
@@ -163,7 +190,7 @@ def render_card(bundle_dir: Path, run_id: str, *, repo_id: str | None = None, st
 
 
 def parse_card(text: str, *, strict: bool = True) -> Any:
-    """Parse card text with huggingface_hub (its own metadata validation); CardMetadataError if it fails."""
+    """Parse the card with huggingface_hub (its own metadata checks), or CardMetadataError."""
     from huggingface_hub import ModelCard
 
     try:
@@ -177,7 +204,7 @@ def parse_card(text: str, *, strict: bool = True) -> Any:
 
 
 def metadata_problems(metadata: dict[str, Any], only: str | None = None) -> list[str]:
-    """What the Hub would refuse in the metadata block that huggingface_hub's parser lets through."""
+    """What the Hub would refuse in the metadata that huggingface_hub's parser lets through."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     if only is not None:
@@ -197,7 +224,9 @@ def metadata_problems(metadata: dict[str, Any], only: str | None = None) -> list
         problems.append("library_name must be 'peft'")
     license_id = metadata.get("license")
     if not isinstance(license_id, str) or not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", license_id):
-        problems.append(f"license must be a Hub license identifier such as 'apache-2.0', not {license_id!r}")
+        problems.append(
+            f"license must be a Hub license identifier such as 'apache-2.0', not {license_id!r}"
+        )
     for dataset in metadata.get("datasets") or []:
         try:
             validate_repo_id(dataset)
@@ -281,7 +310,10 @@ class BundleFacts:
             ("Run ID", _code(run_id)),
             ("Code commit", _code(commit)),
             ("Code tree", _code(self.source.get("tree"))),
-            ("Code repository", _public(public_repo) if public_repo else NOT_RECORDED + " (not public)"),
+            (
+                "Code repository",
+                _public(public_repo) if public_repo else NOT_RECORDED + " (not public)",
+            ),
             ("requirements.lock sha256", _code(self.lock_sha256)),
             ("Base image", _public(self.image.get("reference"))),
             ("Base image digest", _code(self.image.get("digest"))),
@@ -290,7 +322,10 @@ class BundleFacts:
             ("Base model files", _files_summary(self.model.get("files"))),
             ("Dataset", _public(_hub_dataset(self.dataset) or self.dataset.get("format"))),
             ("Dataset sha256", _files_summary(dataset_files)),
-            ("Split method", _public(self.splits.get("method") or _get(self.config, "split", "method"))),
+            (
+                "Split method",
+                _public(self.splits.get("method") or _get(self.config, "split", "method")),
+            ),
             ("Seeds", self.seeds()),
             ("Adapter sha256 (adapter_model.safetensors)", _code(adapter_sha)),
             ("Adapter tensors sha256", _code(self.results.get("adapter_tensor_sha256"))),
@@ -316,18 +351,29 @@ class BundleFacts:
         rows = []
         for section in ("train", "lora"):
             for key, value in sorted((self.config.get(section) or {}).items()):
-                rows.append((f"{section}.{key}", _cell(_public(json.dumps(value) if not isinstance(value, str)
-                                                                  else value))))
+                rows.append(
+                    (
+                        f"{section}.{key}",
+                        _cell(_public(json.dumps(value) if not isinstance(value, str) else value)),
+                    )
+                )
         return rows
 
     def determinism(self) -> list[tuple[str, str, str]]:
         settings = self.env.get("determinism") or {}
         rows = []
         for name in sorted(settings):
-            entry = settings[name] if isinstance(settings[name], dict) else {"value": settings[name]}
+            entry = (
+                settings[name] if isinstance(settings[name], dict) else {"value": settings[name]}
+            )
             value = entry.get("value")
-            rows.append((_cell(name), _cell(_public(json.dumps(value) if not isinstance(value, str) else value)),
-                         _cell(_public(entry.get("why")))))
+            rows.append(
+                (
+                    _cell(name),
+                    _cell(_public(json.dumps(value) if not isinstance(value, str) else value)),
+                    _cell(_public(entry.get("why"))),
+                )
+            )
         return rows
 
     def hardware(self) -> list[tuple[str, str]]:
@@ -339,29 +385,46 @@ class BundleFacts:
         if not self.env:
             return [("Environment", NOT_RECORDED)]
         if gpu:
-            gpu_text = (f"{gpu.get('count', 1)} x {gpu.get('name')}, compute capability "
-                        f"{gpu.get('compute_capability')}, {gpu.get('sm_count')} SMs, driver CUDA "
-                        f"{gpu.get('driver_cuda_version') or NOT_RECORDED}")
+            gpu_text = (
+                f"{gpu.get('count', 1)} x {gpu.get('name')}, compute capability "
+                f"{gpu.get('compute_capability')}, {gpu.get('sm_count')} SMs, driver CUDA "
+                f"{gpu.get('driver_cuda_version') or NOT_RECORDED}"
+            )
         else:
             gpu_text = "none (CPU run)"
         fingerprint = {
-            "gpu": {k: gpu.get(k) for k in ("name", "count", "sm_count", "compute_capability")} if gpu else None,
+            "gpu": {k: gpu.get(k) for k in ("name", "count", "sm_count", "compute_capability")}
+            if gpu
+            else None,
             "cuda": {k: cuda.get(k) for k in ("runtime", "cudnn", "cublas")} if cuda else None,
             "cpu": cpu.get("machine"),
             "image_digest": self.env.get("image_digest"),
         }
         libraries = self.env.get("libraries") or {}
         rows = [
-            ("Hardware fingerprint", _code(sha256_bytes(canonical_json(fingerprint).encode())[:16])),
+            (
+                "Hardware fingerprint",
+                _code(sha256_bytes(canonical_json(fingerprint).encode())[:16]),
+            ),
             ("GPU", _public(gpu_text)),
-            ("CUDA runtime / cuDNN / cuBLAS",
-             " / ".join(_public(cuda.get(k)) for k in ("runtime", "cudnn", "cublas")) if cuda else "none"),
+            (
+                "CUDA runtime / cuDNN / cuBLAS",
+                " / ".join(_public(cuda.get(k)) for k in ("runtime", "cudnn", "cublas"))
+                if cuda
+                else "none",
+            ),
             ("CPU", _public(f"{cpu.get('name') or NOT_RECORDED} ({cpu.get('machine') or '?'})")),
             ("Python", _public(self.env.get("python"))),
             ("Platform", _public(self.env.get("platform"))),
             ("Image digest at run time", _code(self.env.get("image_digest"))),
-            ("Libraries", _public(", ".join(f"{k} {v}" for k, v in sorted(libraries.items()))
-                                  if libraries else None)),
+            (
+                "Libraries",
+                _public(
+                    ", ".join(f"{k} {v}" for k, v in sorted(libraries.items()))
+                    if libraries
+                    else None
+                ),
+            ),
         ]
         return [(label, _cell(value)) for label, value in rows]
 
@@ -378,9 +441,16 @@ class BundleFacts:
         if quant is None:
             return f"4-bit quantization: {NOT_RECORDED}."
         if quant == "4bit":
-            return ("4-bit quantization: **yes** (QLoRA: the base model was loaded in 4 bits with "
-                    "bitsandbytes; load it the same way for matching results).")
+            return (
+                "4-bit quantization: **yes** (QLoRA: the base model was loaded in 4 bits with "
+                "bitsandbytes; load it the same way for matching results)."
+            )
         return "4-bit quantization: **no** (the base model was loaded unquantized)."
+
+
+def is_local_path(text: str) -> bool:
+    """True when `text` holds something that looks like a local filesystem path."""
+    return bool(_LOCAL_PATH.search(text))
 
 
 def _hub_dataset(dataset: dict[str, Any]) -> str | None:

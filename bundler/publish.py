@@ -1,4 +1,4 @@
-"""Publish a run to the Hugging Face Hub: adapter, model card, loss image and bundle manifest in one commit.
+"""Publish a run to the Hugging Face Hub: adapter, card, loss image and bundle manifest, one commit.
 
 Order matters: everything that can be checked locally (repo ID, run, adapter, card metadata,
 token) is checked before the first request, and the Hub's own checks (token, YAML) before the
@@ -19,6 +19,7 @@ from bundler.errors import (
     CardMetadataError,
     HubAuthError,
     HubUnavailableError,
+    InputError,
     InvalidRepoIdError,
     MissingAdapterError,
     SecretError,
@@ -26,7 +27,7 @@ from bundler.errors import (
 
 PUBLISH_SCHEMA = "bundler.publish/1"
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
-# Tag files of the bag itself; anything else in the tag area (outside data/) is provenance and is pushed.
+# Tag files of the bag itself; anything else in the tag area (outside data/) is provenance: pushed.
 BAG_TAG_FILES = {"bagit.txt", "bag-info.txt", "tagmanifest-sha256.txt", "manifest-sha256.txt"}
 # Pause before each retry of a commit the Hub answered with 5xx/429 or a dropped connection.
 RETRY_DELAYS_S = (0.5, 2.0, 5.0)
@@ -50,7 +51,7 @@ def push_run(
     revision: str | None = None,
     token: str | None = None,
 ) -> dict[str, Any]:
-    """Push a run's adapter and card to `repo_id`; write and return the publish record (publish.json).
+    """Push a run's adapter and card to `repo_id`; write and return the publish record.
 
     The returned dict is the record plus `new_commit` (False when the Hub already held exactly these
     files, so no commit was made and `commit` is the branch head).
@@ -69,7 +70,9 @@ def push_run(
     card = render_card(bundle_dir, run_id, repo_id=repo_id, strict=True)
     token = token or _token_now()
     if not token:
-        raise HubAuthError("no Hub token: HF_TOKEN is not set and the credential store holds none", _endpoint())
+        raise HubAuthError(
+            "no Hub token: HF_TOKEN is not set and the credential store holds none", _endpoint()
+        )
     # The card goes into the bundle first, so the pushed manifest lists the pushed card's hashes.
     store_card(bundle_dir, run_id, card)
     files = collect_files(bundle_dir, run_id)
@@ -89,7 +92,10 @@ def push_run(
         "url": url,
         "commit_url": f"{url}/commit/{commit}",
         "private": private,
-        "files": {f.path_in_repo: sha256_bytes(f.data) for f in sorted(files, key=lambda f: f.path_in_repo)},
+        "files": {
+            f.path_in_repo: sha256_bytes(f.data)
+            for f in sorted(files, key=lambda f: f.path_in_repo)
+        },
     }
     record_run_file(bundle_dir, run_id, "publish.json", canonical_json(record).encode("utf-8"))
     return {**record, "new_commit": new_commit}
@@ -108,18 +114,45 @@ def check_repo_id(repo_id: str) -> None:
 
 
 def check_adapter(run_dir: Path) -> None:
-    missing = [f"adapter/{name}" for name in ADAPTER_FILES if not (run_dir / "adapter" / name).is_file()]
+    """The run has both adapter files, and its config names the base model by Hub ID, not a path."""
+    import json
+
+    from bundler.card import is_local_path
+
+    missing = [
+        f"adapter/{name}" for name in ADAPTER_FILES if not (run_dir / "adapter" / name).is_file()
+    ]
     if missing:
         raise MissingAdapterError(run_dir, missing)
+    try:
+        config = json.loads(
+            (run_dir / "adapter" / "adapter_config.json").read_text(encoding="utf-8")
+        )
+    except ValueError:
+        raise InputError(
+            f"run {run_dir.name[:12]}: adapter/adapter_config.json is not valid JSON",
+            "the run's files were damaged; `bundler verify <bundle>` says which",
+        ) from None
+    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    if isinstance(base, str) and is_local_path(base):
+        raise InputError(
+            f"run {run_dir.name[:12]}: adapter_config.json names a local path as its base model "
+            "(base_model_name_or_path); publishing it would put a local path on the Hub",
+            "re-run the bundle with this bundler (its runtime records the model's Hub ID there)",
+        )
 
 
 def collect_files(bundle_dir: Path, run_id: str) -> list[PushFile]:
-    """The commit's files: adapter at the repo root (where PeftModel.from_pretrained looks), card, loss
-    image, and under bundle/ the payload manifest and any provenance files of the bag's tag area."""
+    """The commit's files: adapter at the repo root (where PeftModel.from_pretrained looks), card,
+    loss image, and under bundle/ the payload manifest and the provenance files of the tag area."""
     from bundler.config import find_secret
 
     run_dir = bundle_dir / "data" / "runs" / run_id
-    files = [PushFile(p.name, p.read_bytes()) for p in sorted((run_dir / "adapter").iterdir()) if p.is_file()]
+    files = [
+        PushFile(p.name, p.read_bytes())
+        for p in sorted((run_dir / "adapter").iterdir())
+        if p.is_file()
+    ]
     for name in ("README.md", "loss.png"):
         if (run_dir / name).is_file():
             files.append(PushFile(name, (run_dir / name).read_bytes()))
@@ -137,15 +170,20 @@ def collect_files(bundle_dir: Path, run_id: str) -> list[PushFile]:
 
 
 def _manifest_without_push_records(bundle_dir: Path) -> bytes:
-    """The payload manifest minus publish.json lines: a push record cannot be part of what it pushed,
-    and leaving it out keeps a re-push of an unchanged run byte-identical (no new commit)."""
-    lines = (bundle_dir / "manifest-sha256.txt").read_text(encoding="utf-8").splitlines(keepends=True)
-    return "".join(line for line in lines if not line.rstrip("\n").endswith("/publish.json")).encode("utf-8")
+    """The payload manifest minus publish.json lines: a push record cannot be part of what it
+    pushed, and leaving it out keeps a re-push of an unchanged run identical (no new commit)."""
+    lines = (
+        (bundle_dir / "manifest-sha256.txt").read_text(encoding="utf-8").splitlines(keepends=True)
+    )
+    return "".join(
+        line for line in lines if not line.rstrip("\n").endswith("/publish.json")
+    ).encode("utf-8")
 
 
-def _upload(repo_id: str, branch: str, private: bool, token: str, files: list[PushFile],
-            run_id: str) -> tuple[str, bool, str]:
-    """whoami, validate the card, create repo (and branch), commit; return (commit oid, new?, repo url)."""
+def _upload(
+    repo_id: str, branch: str, private: bool, token: str, files: list[PushFile], run_id: str
+) -> tuple[str, bool, str]:
+    """whoami, validate the card, create repo (and branch), commit; return (oid, new?, repo url)."""
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -155,7 +193,9 @@ def _upload(repo_id: str, branch: str, private: bool, token: str, files: list[Pu
         api.whoami()
     except HfHubHTTPError as exc:
         if _status(exc) in (401, 403):
-            raise HubAuthError(f"the Hub refused the token (HTTP {_status(exc)})", endpoint) from None
+            raise HubAuthError(
+                f"the Hub refused the token (HTTP {_status(exc)})", endpoint
+            ) from None
         raise HubUnavailableError(endpoint, 1, _short(exc)) from None
     _validate_yaml(endpoint, token, next(f.data for f in files if f.path_in_repo == "README.md"))
 
@@ -164,12 +204,14 @@ def _upload(repo_id: str, branch: str, private: bool, token: str, files: list[Pu
         if branch != "main":
             api.create_branch(repo_id, branch=branch, exist_ok=True, repo_type="model")
         head_before = api.model_info(repo_id, revision=branch).sha
-        operations = [CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=f.data) for f in files]
+        operations = [
+            CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=f.data) for f in files
+        ]
         info = api.create_commit(
             repo_id,
             operations,
             commit_message=f"bundler: publish run {run_id[:12]}",
-            commit_description=f"Run {run_id} of a bundler run bundle; see README.md for its lineage.",
+            commit_description=f"Run {run_id} of a bundler run bundle; README.md has its lineage.",
             revision=branch,
             repo_type="model",
         )
@@ -181,18 +223,22 @@ def _upload(repo_id: str, branch: str, private: bool, token: str, files: list[Pu
         except HfHubHTTPError as exc:
             status = _status(exc)
             if status in (401, 403):
-                raise HubAuthError(f"the Hub refused the token for {repo_id} (HTTP {status})", endpoint) from None
+                raise HubAuthError(
+                    f"the Hub refused the token for {repo_id} (HTTP {status})", endpoint
+                ) from None
             if status not in RETRYABLE_STATUS or delay is None:
                 raise HubUnavailableError(endpoint, number, _short(exc)) from None
         except _transport_errors() as exc:
             if delay is None:
-                raise HubUnavailableError(endpoint, number, f"{type(exc).__name__}: {exc}") from None
+                raise HubUnavailableError(
+                    endpoint, number, f"{type(exc).__name__}: {exc}"
+                ) from None
         time.sleep(delay)
     raise AssertionError("unreachable")
 
 
 def _validate_yaml(endpoint: str, token: str, readme: bytes) -> None:
-    """Ask the Hub to validate the card's metadata before anything is uploaded (what create_commit does)."""
+    """Ask the Hub to validate the card's metadata before any upload (as create_commit does)."""
     from huggingface_hub.utils import build_hf_headers, get_session
 
     response = get_session().post(
