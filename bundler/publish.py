@@ -185,7 +185,7 @@ def _upload(
 ) -> tuple[str, bool, str]:
     """whoami, validate the card, create repo (and branch), commit; return (oid, new?, repo url)."""
     from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     endpoint = _endpoint()
     api = HfApi(endpoint=endpoint, token=token)
@@ -197,6 +197,9 @@ def _upload(
                 f"the Hub refused the token (HTTP {_status(exc)})", endpoint
             ) from None
         raise HubUnavailableError(endpoint, 1, _short(exc)) from None
+    except (*_transport_errors(), OfflineModeIsEnabled) as exc:
+        # No retry: nothing was sent yet; an unreachable endpoint is usually a wrong HF_ENDPOINT.
+        raise HubUnavailableError(endpoint, 1, f"{type(exc).__name__}: {exc}") from None
     _validate_yaml(endpoint, token, next(f.data for f in files if f.path_in_repo == "README.md"))
 
     def attempt() -> tuple[str, bool, str]:

@@ -334,3 +334,18 @@ def test_an_adapter_config_naming_a_local_base_model_path_is_refused(
     with pytest.raises(InputError, match="local path"):
         push_run(bundle, REPO_ID, run_id=run_id)
     assert hub.requests == []
+
+
+def test_an_unreachable_hub_is_a_clear_error_and_no_publish_record(
+    hub: HubServer, run_bundle: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    bundle, run_id = run_bundle
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed}")
+    with pytest.raises(HubUnavailableError, match="ConnectError"):
+        push_run(bundle, REPO_ID, run_id=run_id)
+    assert not (bundle / "data" / "runs" / run_id / "publish.json").exists()
