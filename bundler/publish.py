@@ -197,7 +197,7 @@ def _upload(
                 f"the Hub refused the token (HTTP {_status(exc)})", endpoint
             ) from None
         raise HubUnavailableError(endpoint, 1, _short(exc)) from None
-    except (*_transport_errors(), OfflineModeIsEnabled) as exc:
+    except _transport_errors() + (OfflineModeIsEnabled,) as exc:
         # No retry: nothing was sent yet; an unreachable endpoint is usually a wrong HF_ENDPOINT.
         raise HubUnavailableError(endpoint, 1, f"{type(exc).__name__}: {exc}") from None
     _validate_yaml(endpoint, token, next(f.data for f in files if f.path_in_repo == "README.md"))
