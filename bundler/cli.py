@@ -188,3 +188,24 @@ def push(bundle: Path, repo_id: str, run_id: str | None, private: bool, revision
     if not record["new_commit"]:
         click.echo(f"{repo_id}@{record['revision']} already holds these files; no new commit", err=True)
     emit(record, as_json, record["commit_url"])
+
+
+# --- split (splits.py, issue 4) ---
+@main.command()
+@click.argument("project", type=click.Path(path_type=Path), default=".")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the manifest (default: PROJECT/splits.json).")
+@json_option
+@handles_errors
+def split(project: Path, out: Path | None, as_json: bool) -> None:
+    """Split PROJECT's dataset into train/val/test (seeded, deduped, leakage-checked); write splits.json."""
+    from bundler.config import load_config
+    from bundler.splits import make_split_manifest, summarize, summary_lines, write_manifest
+
+    config = load_config(project).resolved()
+    project_dir = project if project.is_dir() else project.parent
+    manifest = make_split_manifest(config, project_dir)
+    target = out or project_dir / "splits.json"
+    write_manifest(manifest, target)
+    summary = {**summarize(manifest), "manifest": str(target)}
+    emit(summary, as_json, "\n".join([*summary_lines(summary), f"wrote {target}"]))

@@ -482,3 +482,45 @@ def test_a_value_with_no_json_form_is_a_dataset_error() -> None:
     rows[2]["when"] = datetime.datetime(2024, 1, 1)
     with pytest.raises(DatasetError, match="no JSON form"):
         build_manifest(rows, make_config(), DATASET)
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def write_project(root: Path, rows: list[dict[str, Any]], split: str = "") -> Path:
+    write_jsonl(root / "data.jsonl", rows)
+    (root / "bundle.toml").write_text(
+        '[project]\nname = "demo"\nseed = 2\n[model]\nid = "org/m"\n[data]\npath = "data.jsonl"\n'
+        + split,
+        encoding="utf-8",
+    )
+    return root
+
+
+def test_bundler_split_writes_the_manifest_and_prints_counts(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from bundler.cli import main
+
+    project = write_project(tmp_path, examples(100))
+    result = CliRunner().invoke(
+        main, ["split", str(project), "--json", "--out", str(tmp_path / "s.json")]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    manifest = json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))
+    assert summary["schema"] == "bundler.splits.summary/1"
+    assert summary["counts"] == {n: e["count"] for n, e in manifest["splits"].items()}
+    assert manifest["method"]["seed"] == 2
+
+
+def test_bundler_split_exits_2_when_a_split_would_be_empty(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from bundler.cli import main
+
+    project = write_project(tmp_path, examples(2))
+    result = CliRunner().invoke(main, ["split", str(project)])
+    assert result.exit_code == 2
+    assert "would be empty" in result.output and "hint:" in result.output
+    assert not (tmp_path / "splits.json").exists()
