@@ -530,7 +530,7 @@ def _label_counts(
 def _leakage_report(
     table: ExampleTable, groups: list[list[int]], split_of: Sequence[str], mode: str
 ) -> dict[str, Any]:
-    listed = []
+    listed: list[dict[str, Any]] = []
     for group in groups:
         raws = {table.raw_keys[i] for i in group}
         listed.append(
