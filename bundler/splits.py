@@ -701,6 +701,15 @@ def summarize(manifest: Mapping[str, Any]) -> dict[str, Any]:
         "ratios": method.get("ratios"),
         "id_field": manifest.get("id_field"),
         "counts": {name: entry["count"] for name, entry in manifest["splits"].items()},
+        # The same per split, as one entry each (what `bundler inspect` renders as a table).
+        "splits": {
+            name: {
+                "count": entry["count"],
+                "root": entry["root"],
+                "labels": dict(labels.get(name, {})) if labels else {},
+            }
+            for name, entry in manifest["splits"].items()
+        },
         "roots": {name: entry["root"] for name, entry in manifest["splits"].items()},
         "label_field": labels.get("field") if labels else None,
         "labels": balance,

@@ -360,18 +360,34 @@ def test_examples_added_later_are_left_out_of_an_old_manifest() -> None:
     }
 
 
-def test_runtime_reads_the_same_split_as_bundler(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_runtime_reads_the_same_split_as_bundler(tmp_path: Path, fmt: str) -> None:
     pytest.importorskip("torch")
     from bundler.runtime.data import load_splits
 
-    rows = examples(90)
-    rows[5]["extra"] = 1  # uneven columns: both sides must read rows exactly as written
-    write_jsonl(tmp_path / "data.jsonl", rows)
-    config = make_config()
+    rows = examples(90, count=7, score=0.5)
+    rows[5]["score"] = 2  # an int among floats: both sides must read rows the same way
+    if fmt == "jsonl":
+        rows[6]["extra"] = 1  # uneven columns too
+        write_jsonl(tmp_path / "data.jsonl", rows)
+    elif fmt == "csv":
+        import csv
+
+        with (tmp_path / "data.csv").open("w", newline="", encoding="utf-8") as stream:
+            writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        pyarrow = pytest.importorskip("pyarrow")
+        import pyarrow.parquet as pq
+
+        pq.write_table(pyarrow.Table.from_pylist(rows), tmp_path / "data.parquet")
+    config = make_config({"path": f"data.{fmt}"})
     manifest = make_split_manifest(config, tmp_path)
     ours = load_split(manifest, config, tmp_path)
     theirs = load_splits(tmp_path, manifest["dataset"], manifest)
     assert theirs == ours
+    assert sum(len(v) for v in ours.values()) == 90
 
 
 def test_summary_shows_counts_label_balance_and_leakage() -> None:
@@ -385,6 +401,11 @@ def test_summary_shows_counts_label_balance_and_leakage() -> None:
     assert summary["schema"] == "bundler.splits.summary/1"
     assert summary["counts"] == {"train": 96, "val": 12, "test": 12}
     assert summary["labels"]["train"]["x"] == {"count": 72, "share": 0.75}
+    assert summary["splits"]["val"] == {
+        "count": 12,
+        "root": manifest["splits"]["val"]["root"],
+        "labels": {"x": 9, "y": 3},
+    }
     assert summary["leakage"] == {
         "dedupe": "keep-one",
         "duplicate_groups": 1,

@@ -119,3 +119,16 @@ def test_stratified_counts_per_class_are_the_largest_remainder_counts(
         got = {name: manifest["labels"][name].get(f"c{c}", 0) for name in ("train", "val", "test")}
         assert got == largest_remainder(size, RATIOS)
         assert sum(got.values()) == size
+
+
+@given(st.text())
+def test_normalized_text_is_nfc_casefolded_with_whitespace_collapsed(text: str) -> None:
+    import unicodedata
+
+    from bundler.splits import normalize_text
+
+    slow = unicodedata.normalize(
+        "NFC", " ".join(unicodedata.normalize("NFC", text).casefold().split())
+    )
+    assert normalize_text(text) == slow
+    assert normalize_text(normalize_text(text)) == normalize_text(text)
