@@ -11,6 +11,9 @@
     │   ├── NotABundleError
     │   ├── UnsafeArchiveError
     │   ├── SecretError               a value that looks like a secret where none may go
+    │   ├── UnresolvableRequirementsError  the resolver found no versions for the target
+    │   ├── UnknownImageError         image not in the catalog, or unknown to the registry
+    │   ├── WheelHashMismatchError    a wheel whose sha256 the lock does not allow
     │   ├── InvalidRepoIdError        --repo is not a Hub repo ID (ORG/NAME)
     │   ├── MissingAdapterError       the run to publish has no adapter files
     │   ├── CardMetadataError         the model card's metadata fails huggingface_hub's validation
@@ -200,24 +203,51 @@ class VerifyFailed(CheckFailed):
     hint = "the bundle was changed after it was written; restore it from its archive or rebuild it"
 
 
-# --- splits (splits.py) ---
+# --- pinning (lock.py, images.py, wheelhouse.py) ---
 
 
-class DatasetChangedError(DatasetError):
-    """An example the split manifest names is missing from the dataset or has different content."""
+class UnresolvableRequirementsError(InputError):
+    """The resolver found no set of versions satisfying requirements.in for the target."""
 
-    def __init__(self, example_id: str, split: str, expected: str, found: str | None):
-        what = "is missing from the dataset" if found is None else (
-            f"has changed (content sha256 {found[:12]}, the manifest recorded {expected[:12]})"
-        )
+    def __init__(self, requirements: Path, resolver: str, detail: str):
         super().__init__(
-            f"example {example_id!r} of split {split!r} {what}",
-            "restore the dataset the manifest was made from, or run `bundler split` to make a new manifest",
+            f"{requirements}: {resolver} could not resolve it for the target:\n{detail}",
+            "fix the name or version in requirements.in (check the spelling and that the version exists "
+            "for the target Python/platform), then run `bundler lock` again",
         )
-        self.example_id = example_id
-        self.split = split
-        self.expected = expected
+        self.requirements = requirements
+        self.resolver = resolver
+        self.detail = detail
+
+
+class UnknownImageError(InputError):
+    """environment.image names no catalog entry, or the registry does not know the reference."""
+
+    def __init__(self, image: str, known: Sequence[str], close: Sequence[str], registry_said: str = ""):
+        if registry_said:
+            message = f"the registry does not know the base image {image} ({registry_said})"
+            hint = "check the reference in images/, push the image, or choose another catalog entry"
+        else:
+            message = f"unknown base image {image!r}; the catalog has: {', '.join(known) or '(nothing)'}"
+            hint = f"did you mean '{close[0]}'?" if close else "add an entry under images/ or pick one listed"
+        super().__init__(message, hint)
+        self.image = image
+        self.registry_said = registry_said
+
+
+class WheelHashMismatchError(InputError):
+    """A downloaded or vendored wheel's sha256 is not one the lock allows; it is never installed."""
+
+    def __init__(self, wheel: Path | str, found: str, allowed: Sequence[str]):
+        super().__init__(
+            f"{wheel}: sha256 {found} is not among the {len(allowed)} hash(es) the lock allows; "
+            "refused, nothing was installed",
+            "the index served a different file than the one locked: re-run `bundler lock` if the change "
+            "is expected, otherwise treat the index as compromised",
+        )
+        self.wheel = wheel
         self.found = found
+        self.allowed = list(allowed)
 
 
 # --- publishing (card.py, publish.py) ---
@@ -282,3 +312,23 @@ class HubUnavailableError(EnvironmentSetupError):
         self.endpoint = endpoint
         self.attempts = attempts
         self.detail = detail
+
+
+# --- splits (splits.py) ---
+
+
+class DatasetChangedError(DatasetError):
+    """An example the split manifest names is missing from the dataset or has different content."""
+
+    def __init__(self, example_id: str, split: str, expected: str, found: str | None):
+        what = "is missing from the dataset" if found is None else (
+            f"has changed (content sha256 {found[:12]}, the manifest recorded {expected[:12]})"
+        )
+        super().__init__(
+            f"example {example_id!r} of split {split!r} {what}",
+            "restore the dataset the manifest was made from, or run `bundler split` to make a new manifest",
+        )
+        self.example_id = example_id
+        self.split = split
+        self.expected = expected
+        self.found = found
