@@ -212,6 +212,8 @@ def _load_table(
         ) from exc
     if found.format == "jsonl":
         return _jsonl_rows_as_written(paths, expected=len(table))
+    if found.format == "csv":
+        _check_csv_rows(paths)
     return table.to_list()
 
 
@@ -233,6 +235,25 @@ def _jsonl_rows_as_written(paths: list[str], expected: int) -> list[dict[str, An
             "write one JSON object per line, with no multi-line values",
         )
     return rows
+
+
+def _check_csv_rows(paths: list[str]) -> None:
+    """Refuse rows with more or fewer cells than the header: readers disagree on what they mean."""
+    # pandas pads a short row with "" where csv.DictReader (the runtime's reader) gives None, so
+    # the two would hash the same row differently.
+    import csv
+
+    for path in paths:
+        with open(path, newline="", encoding="utf-8") as stream:
+            reader = csv.reader(stream)
+            width = len(next(reader, []))
+            for row in reader:
+                if row and len(row) != width:
+                    raise DatasetError(
+                        f"{Path(path).name} line {reader.line_num}: {len(row)} cell(s), "
+                        f"the header has {width}",
+                        "give every row one cell per column (an empty cell is written as ,,)",
+                    )
 
 
 def _csv_columns(path: str) -> list[str]:

@@ -96,6 +96,7 @@ def test_a_configured_format_overrides_the_suffix(tmp_path: Path) -> None:
         ({"d/a.csv": "id\n1\n", "d/b.jsonl": '{"id": 1}\n'}, "d", "cannot tell the format"),
         ({"data.jsonl": '{"id": "a"}\nnot json\n'}, "data.jsonl", "cannot read dataset"),
         ({"empty/.keep": ""}, "empty", "no JSONL, CSV or Parquet files"),
+        ({"data.csv": "id,prompt,response\n1,a,b\n2,short\n"}, "data.csv", "line 3: 2 cell"),
     ],
     ids=[
         "missing",
@@ -105,6 +106,7 @@ def test_a_configured_format_overrides_the_suffix(tmp_path: Path) -> None:
         "mixed-suffixes",
         "malformed",
         "empty-dir",
+        "ragged-csv",
     ],
 )
 def test_unusable_data_is_a_dataset_error(
