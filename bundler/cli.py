@@ -29,8 +29,7 @@ def emit(result: dict[str, Any], as_json: bool, text: str) -> None:
 
 
 def _fail(message: str, hint: str, code: int) -> None:
-    err = click.get_text_stream("stderr")
-    plain = "NO_COLOR" in os.environ or not err.isatty()
+    plain = "NO_COLOR" in os.environ or not sys.stderr.isatty()
     first, _, rest = message.partition("\n")
     click.echo(("error: " if plain else "\x1b[31merror:\x1b[0m ") + first, err=True)
     if rest:

@@ -135,6 +135,6 @@ def _render_splits(out: Any, summary: dict[str, Any]) -> None:
         labels = entry.get("labels") or {}
         table.add_row(name, str(entry.get("count")), ", ".join(f"{k} {v}" for k, v in sorted(labels.items())))
     out.print(table)
-    leakage = summary.get("leakage")
+    leakage = summary.get("leakage") or {}
     if leakage:
-        out.print(f"dedupe/leakage: {json.dumps(leakage, sort_keys=True)[:400]}")
+        out.print("dedupe/leakage: " + ", ".join(f"{k} {v}" for k, v in sorted(leakage.items()) if not isinstance(v, (dict, list))))
