@@ -31,8 +31,12 @@ def materialize_tiny(config: BundleConfig, lock: Path, lock_sha256: str, use_hos
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
     try:
-        args = ["runtime.tiny", str(tmp), json.dumps(config.model.tiny.model_dump(), sort_keys=True)]
-        package_dir = Path(__file__).resolve().parent
+        args = ["runtime.tiny", str(tmp / "model"), json.dumps(config.model.tiny.model_dump(), sort_keys=True)]
+        # Only the runtime goes on the path: bundler's own modules (e.g. inspect.py) would shadow the stdlib.
+        package_dir = tmp / "pythonpath"
+        from bundler.runners import runtime_source
+
+        shutil.copytree(runtime_source(), package_dir / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
         if use_host:
             import subprocess
 
@@ -44,10 +48,9 @@ def materialize_tiny(config: BundleConfig, lock: Path, lock_sha256: str, use_hos
             run_module(lock, args, package_dir)
         if target.exists():
             shutil.rmtree(target)
-        os.rename(tmp, target)
-    except BaseException:
+        os.rename(tmp / "model", target)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

@@ -42,6 +42,24 @@ def _check_out(out: Path) -> None:
         raise OutputExistsError(out)
 
 
+def pinned_image(project: Path, env) -> dict:
+    """The image pin `bundler lock` wrote beside the lock; without one, resolve it now (registry, then catalog)."""
+    import json
+
+    from bundler import images
+    from bundler.errors import CheckFailed
+
+    path = project / "image.lock.json"
+    if not path.is_file():
+        return images.image_lock_record(env, offline=False)
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if record.get("name") != env.image:
+        raise CheckFailed(
+            f"{path} pins image {record.get('name')!r} but bundle.toml asks for {env.image!r}",
+        )
+    return record
+
+
 def write_recipe(config: BundleConfig, project: Path, recipe: Path, *, allow_dirty: bool, runner: str) -> tuple[Path, Path]:
     """Write every recipe file into `recipe`; return the model and dataset directories for the run."""
     from bundler import images, lock, source, splits
@@ -70,7 +88,7 @@ def write_recipe(config: BundleConfig, project: Path, recipe: Path, *, allow_dir
     model_dir, model_record = resolve_model(config, project, lock_path, lock_sha, use_host=runner == "host")
 
     ui.stage("pinning the base image and rendering the Dockerfile")
-    image_record = images.image_lock_record(env, offline=True)
+    image_record = pinned_image(project, env)
 
     recipe.mkdir(parents=True)
     (recipe / "config.toml").write_text(dump_resolved(config), encoding="utf-8")
