@@ -95,7 +95,7 @@ def render_description(description: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)
     source = description.get("source") or {}
     out.print(f"[bold]bundle[/] {description['bundle_id']}  ({description['format']}, payload {description['payload']})")
     out.print(f"code    {source.get('commit', 'not recorded')}{' (dirty)' if source.get('dirty') else ''}  {source.get('repo') or ''}")
