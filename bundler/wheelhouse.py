@@ -113,7 +113,7 @@ def _pip_download(pins: list[LockedRequirement], into: Path, python: str) -> Non
 
 
 def verify_wheelhouse(lock_path: Path, folder: Path) -> dict[str, str]:
-    """Check that `folder` holds one wheel per pin, each with a hash the lock names; return {file: sha256}."""
+    """Check `folder` holds one wheel per pin with a hash the lock names; return {file: sha}."""
     pins = {(p.name, p.version): p for p in parse_lock(lock_path)}
     seen: dict[tuple[str, str], str] = {}
     hashes: dict[str, str] = {}
@@ -140,7 +140,7 @@ def verify_wheelhouse(lock_path: Path, folder: Path) -> dict[str, str]:
 
 
 def download_wheelhouse(lock_path: Path, dest: Path) -> Path:
-    """Fill `dest` with one verified wheel per pin of the lock (from the host cache, else pip download)."""
+    """Fill `dest` with one verified wheel per pin (from the host cache, else pip download)."""
     pins = parse_lock(lock_path)
     unhashed = [f"{p.name}=={p.version}" for p in pins if not p.hashes]
     if unhashed:
