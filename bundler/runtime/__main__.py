@@ -1,4 +1,4 @@
-"""`python -m runtime <recipe_dir> <out_dir>`: train one run; exit 0, 3 (bad input, BUNDLER_ERROR line) or 1."""
+"""`python -m runtime <recipe_dir> <out_dir>`: train one run; exit 0, 3 (bad input) or 1."""
 
 from __future__ import annotations
 
@@ -27,17 +27,23 @@ def main(argv: list[str]) -> int:
 
         for var in ("BUNDLER_MODEL_DIR", "BUNDLER_DATA_DIR"):
             if not os.environ.get(var):
-                raise RecipeInputError(f"{var} is not set", "the runner sets it to the read-only mount")
+                raise RecipeInputError(
+                    f"{var} is not set", "the runner sets it to the read-only mount"
+                )
         recipe = load_recipe(recipe_dir)
         config = recipe.config
         max_steps = os.environ.get("BUNDLER_MAX_STEPS")
         from .train import run_training
 
-        run_training(recipe, model_dir=Path(os.environ["BUNDLER_MODEL_DIR"]),
-                     data_dir=Path(os.environ["BUNDLER_DATA_DIR"]), out=out,
-                     runner=os.environ.get("BUNDLER_RUNNER", "host"),
-                     image_digest=os.environ.get("BUNDLER_IMAGE_DIGEST", ""),
-                     max_steps=int(max_steps) if max_steps else None)
+        run_training(
+            recipe,
+            model_dir=Path(os.environ["BUNDLER_MODEL_DIR"]),
+            data_dir=Path(os.environ["BUNDLER_DATA_DIR"]),
+            out=out,
+            runner=os.environ.get("BUNDLER_RUNNER", "host"),
+            image_digest=os.environ.get("BUNDLER_IMAGE_DIGEST", ""),
+            max_steps=int(max_steps) if max_steps else None,
+        )
     except RecipeInputError as error:
         _error_line(error)
         return EXIT_INPUT

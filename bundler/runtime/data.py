@@ -26,9 +26,11 @@ def content_hash(record: dict[str, Any]) -> str:
 
 
 def read_records(path: Path, fmt: str) -> list[dict[str, Any]]:
-    """Read one dataset file as a list of records (JSONL, CSV, or Parquet when pyarrow is present)."""
+    """Read one dataset file as a list of records (JSONL, CSV, Parquet with pyarrow)."""
     if fmt == "auto":
-        fmt = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}.get(path.suffix, "jsonl")
+        fmt = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}.get(
+            path.suffix, "jsonl"
+        )
     if fmt == "jsonl":
         with open(path, encoding="utf-8") as handle:
             return [json.loads(line) for line in handle if line.strip()]
@@ -39,13 +41,17 @@ def read_records(path: Path, fmt: str) -> list[dict[str, Any]]:
         try:
             import pyarrow.parquet as pq
         except ImportError:
-            raise RecipeInputError(f"{path.name} is Parquet but pyarrow is not installed",
-                                   "add pyarrow to requirements.in and run `bundler lock`") from None
+            raise RecipeInputError(
+                f"{path.name} is Parquet but pyarrow is not installed",
+                "add pyarrow to requirements.in and run `bundler lock`",
+            ) from None
         return pq.read_table(path).to_pylist()
     raise RecipeInputError(f"unknown dataset format {fmt!r}", "use jsonl, csv or parquet")
 
 
-def load_splits(data_dir: Path, dataset: dict[str, Any], splits: dict[str, Any]) -> dict[str, list[dict]]:
+def load_splits(
+    data_dir: Path, dataset: dict[str, Any], splits: dict[str, Any]
+) -> dict[str, list[dict]]:
     """Return {split: [records in sorted-ID order]}, checking every example's content hash."""
     id_field = splits.get("id_field")
     by_id: dict[str, dict[str, Any]] = {}
@@ -56,10 +62,15 @@ def load_splits(data_dir: Path, dataset: dict[str, Any], splits: dict[str, Any])
     selected: dict[str, list[dict]] = {}
     for split, entry in sorted(splits["splits"].items()):
         missing = [i for i in entry["ids"] if i not in by_id]
-        changed = [i for i in entry["ids"] if i in by_id and content_hash(by_id[i]) != entry["examples"].get(i)]
+        changed = [
+            i
+            for i in entry["ids"]
+            if i in by_id and content_hash(by_id[i]) != entry["examples"].get(i)
+        ]
         if missing or changed:
             raise RecipeInputError(
-                f"split {split!r}: {len(missing)} example(s) missing and {len(changed)} changed since the "
+                f"split {split!r}: {len(missing)} example(s) missing and {len(changed)} changed "
+                "since the "
                 f"split was made (first: {(missing + changed)[0]})",
                 "mount the dataset the bundle recorded, or re-run `bundler split` and rebuild",
                 kind="hash",
@@ -69,7 +80,11 @@ def load_splits(data_dir: Path, dataset: dict[str, Any], splits: dict[str, Any])
 
 
 def template_fields(template: str) -> set[str]:
-    return {name.split(".")[0].split("[")[0] for _, name, _, _ in string.Formatter().parse(template) if name}
+    return {
+        name.split(".")[0].split("[")[0]
+        for _, name, _, _ in string.Formatter().parse(template)
+        if name
+    }
 
 
 def check_fields(examples: dict[str, list[dict]], data: dict[str, Any]) -> None:
@@ -85,7 +100,8 @@ def check_fields(examples: dict[str, list[dict]], data: dict[str, Any]) -> None:
                 raise RecipeInputError(
                     f"{split} example {index} has no field {', '.join(map(repr, absent))} "
                     f"(it has {', '.join(sorted(record))})",
-                    "fix [data] prompt_field/response_field/label_field or the {fields} in prompt_template",
+                    "fix [data] prompt_field/response_field/label_field "
+                    "or the {fields} in prompt_template",
                     kind="data",
                 )
 
@@ -120,7 +136,9 @@ class HFTokenizer:
         self._tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         self.eos_token_id = self._tok.eos_token_id
         self.bos_token_id = self._tok.bos_token_id
-        self.pad_token_id = self._tok.pad_token_id if self._tok.pad_token_id is not None else self.eos_token_id
+        self.pad_token_id = (
+            self._tok.pad_token_id if self._tok.pad_token_id is not None else self.eos_token_id
+        )
         self.vocab_size = len(self._tok)
         self.name = type(self._tok).__name__
 
@@ -144,22 +162,35 @@ class Encoded:
     labels: list[int]
 
 
-def encode(record: dict[str, Any], data: dict[str, Any], tokenizer: Any, max_len: int,
-           response_only: bool, response: str | None = None) -> Encoded:
+def encode(
+    record: dict[str, Any],
+    data: dict[str, Any],
+    tokenizer: Any,
+    max_len: int,
+    response_only: bool,
+    response: str | None = None,
+) -> Encoded:
     """Prompt from the template, then the response and EOS; prompt labels masked when asked."""
     prompt_ids = tokenizer.encode(render_prompt(record, data), bos=True)
     text = str(record[data.get("response_field", "response")]) if response is None else response
     response_ids = [*tokenizer.encode(text, bos=False), tokenizer.eos_token_id]
     ids = (prompt_ids + response_ids)[:max_len]
-    labels = ([IGNORE_INDEX] * len(prompt_ids) if response_only else list(prompt_ids)) + response_ids
+    labels = (
+        [IGNORE_INDEX] * len(prompt_ids) if response_only else list(prompt_ids)
+    ) + response_ids
     return Encoded(ids, labels[:max_len])
 
 
 def pack(examples: list[Encoded], max_len: int) -> list[Encoded]:
-    """Concatenate examples in the given order and cut into max_len blocks (attention spans blocks)."""
+    """Concatenate examples in the given order and cut into max_len blocks.
+
+    Attention is not masked at example boundaries inside a block (documented simple packing).
+    """
     ids = [t for e in examples for t in e.input_ids]
     labels = [t for e in examples for t in e.labels]
-    return [Encoded(ids[i:i + max_len], labels[i:i + max_len]) for i in range(0, len(ids), max_len)]
+    return [
+        Encoded(ids[i : i + max_len], labels[i : i + max_len]) for i in range(0, len(ids), max_len)
+    ]
 
 
 def collate(examples: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,9 +205,20 @@ def collate(examples: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.T
     return ids, labels
 
 
-def train_batches(examples: list[Encoded], *, seed: int, batch_size: int, grad_accum: int,
-                  pad_id: int, packing: bool, max_len: int) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
-    """Yield one list of micro-batches per optimizer step, forever; epochs reshuffle from one seeded generator."""
+def train_batches(
+    examples: list[Encoded],
+    *,
+    seed: int,
+    batch_size: int,
+    grad_accum: int,
+    pad_id: int,
+    packing: bool,
+    max_len: int,
+) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Yield one list of micro-batches per optimizer step, forever.
+
+    Every epoch is reshuffled by one generator seeded with train.seed.
+    """
     rng = np.random.Generator(np.random.PCG64(seed))
     pool: list[Encoded] = []
     while True:
@@ -184,5 +226,7 @@ def train_batches(examples: list[Encoded], *, seed: int, batch_size: int, grad_a
         epoch = [examples[i] for i in order]
         pool.extend(pack(epoch, max_len) if packing else epoch)
         while len(pool) >= batch_size * grad_accum:
-            step, pool = pool[: batch_size * grad_accum], pool[batch_size * grad_accum:]
-            yield [collate(step[i:i + batch_size], pad_id) for i in range(0, len(step), batch_size)]
+            step, pool = pool[: batch_size * grad_accum], pool[batch_size * grad_accum :]
+            yield [
+                collate(step[i : i + batch_size], pad_id) for i in range(0, len(step), batch_size)
+            ]

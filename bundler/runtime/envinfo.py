@@ -11,8 +11,19 @@ import torch
 
 from . import ENV_SCHEMA
 
-LIBRARIES = ("torch", "transformers", "peft", "accelerate", "safetensors", "numpy", "tokenizers",
-             "bitsandbytes", "pyarrow", "mlflow", "wandb")
+LIBRARIES = (
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "safetensors",
+    "numpy",
+    "tokenizers",
+    "bitsandbytes",
+    "pyarrow",
+    "mlflow",
+    "wandb",
+)
 
 
 def _version(name: str) -> str | None:
@@ -56,15 +67,21 @@ def _gpu() -> dict[str, Any] | None:
     }
 
 
-def capture_environment(runner: str, image_digest: str, determinism: dict[str, Any]) -> dict[str, Any]:
-    """Return env.json's content: hardware, library versions, image digest and determinism settings."""
+def capture_environment(
+    runner: str, image_digest: str, determinism: dict[str, Any]
+) -> dict[str, Any]:
+    """Return env.json's content: hardware, libraries, image digest, determinism settings."""
     cuda = None
     if torch.version.cuda:
         cuda = {
             "runtime": torch.version.cuda,
             "cublas": _cublas_version(),
-            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-            "nccl": ".".join(map(str, torch.cuda.nccl.version())) if torch.cuda.is_available() else None,
+            "cudnn": torch.backends.cudnn.version()
+            if torch.backends.cudnn.is_available()
+            else None,
+            "nccl": ".".join(map(str, torch.cuda.nccl.version()))
+            if torch.cuda.is_available()
+            else None,
         }
     return {
         "schema": ENV_SCHEMA,
@@ -72,7 +89,11 @@ def capture_environment(runner: str, image_digest: str, determinism: dict[str, A
         "image_digest": image_digest or None,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "cpu": {"name": _cpu_name(), "machine": platform.machine(), "threads": torch.get_num_threads()},
+        "cpu": {
+            "name": _cpu_name(),
+            "machine": platform.machine(),
+            "threads": torch.get_num_threads(),
+        },
         "libraries": {name: v for name in LIBRARIES if (v := _version(name))},
         "gpu": _gpu(),
         "cuda": cuda,

@@ -1,4 +1,4 @@
-"""Errors the runtime reports as `BUNDLER_ERROR {json}` with exit code 3 (bad input found before training)."""
+"""Errors the runtime reports as `BUNDLER_ERROR {json}` with exit code 3."""
 
 from __future__ import annotations
 
@@ -25,9 +25,11 @@ def out_of_memory_error(config: dict, detail: str) -> RecipeInputError:
     """Turn an out-of-memory failure into an error naming the settings to lower."""
     train, lora = config.get("train", {}), config.get("lora", {})
     batch, seq = train.get("batch_size"), train.get("max_seq_len")
+    first_line = detail.strip().splitlines()[0] if detail.strip() else ""
     return RecipeInputError(
-        f"out of memory during training ({detail.strip().splitlines()[0] if detail.strip() else 'no detail'})",
-        f"lower train.batch_size (now {batch}) and raise train.grad_accum to keep the effective batch, "
+        f"out of memory during training ({first_line or 'no detail'})",
+        f"lower train.batch_size (now {batch}) and raise train.grad_accum to keep the effective "
+        "batch, "
         f"or lower train.max_seq_len (now {seq}) or lora.r (now {lora.get('r')}); "
         'lora.quantization = "4bit" also saves memory',
         kind="oom",

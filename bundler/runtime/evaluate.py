@@ -11,13 +11,15 @@ from .modeling import LoraModel
 
 
 @torch.no_grad()
-def eval_loss(model: LoraModel, examples: list[Encoded], batch_size: int, pad_id: int) -> float | None:
+def eval_loss(
+    model: LoraModel, examples: list[Encoded], batch_size: int, pad_id: int
+) -> float | None:
     """Mean next-token loss over every labelled token of `examples`, in their fixed order."""
     if not examples:
         return None
     total, count = 0.0, 0
     for start in range(0, len(examples), batch_size):
-        ids, labels = collate(examples[start:start + batch_size], pad_id)
+        ids, labels = collate(examples[start : start + batch_size], pad_id)
         nll = model.sequence_nll(ids.to(model.device), labels.to(model.device))
         total += float(nll.sum())
         count += int((labels[:, 1:] != -100).sum())
@@ -25,10 +27,19 @@ def eval_loss(model: LoraModel, examples: list[Encoded], batch_size: int, pad_id
 
 
 @torch.no_grad()
-def label_metrics(model: LoraModel, records: list[dict[str, Any]], candidates: list[str], *,
-                  data: dict[str, Any], tokenizer: Any, max_len: int, pad_id: int) -> dict[str, float]:
+def label_metrics(
+    model: LoraModel,
+    records: list[dict[str, Any]],
+    candidates: list[str],
+    *,
+    data: dict[str, Any],
+    tokenizer: Any,
+    max_len: int,
+    pad_id: int,
+) -> dict[str, float]:
     """Accuracy and macro-F1: each record's prediction is the candidate label with the highest
-    log-likelihood as the response (summed over its tokens and EOS); ties go to the first in sorted order."""
+    log-likelihood as the response (summed over its tokens and EOS);
+    ties go to the first in sorted order."""
     truth, predicted = [], []
     for record in records:
         options = [encode(record, data, tokenizer, max_len, True, response=c) for c in candidates]
@@ -36,11 +47,11 @@ def label_metrics(model: LoraModel, records: list[dict[str, Any]], candidates: l
         nll = model.sequence_nll(ids.to(model.device), labels.to(model.device))
         predicted.append(candidates[int(torch.argmin(nll.cpu()))])
         truth.append(str(record[data["label_field"]]))
-    accuracy = sum(t == p for t, p in zip(truth, predicted)) / max(len(truth), 1)
+    accuracy = sum(t == p for t, p in zip(truth, predicted, strict=True)) / max(len(truth), 1)
     f1s = []
     for label in sorted(set(truth) | set(predicted)):
-        tp = sum(t == label and p == label for t, p in zip(truth, predicted))
-        fp = sum(t != label and p == label for t, p in zip(truth, predicted))
-        fn = sum(t == label and p != label for t, p in zip(truth, predicted))
+        tp = sum(t == label and p == label for t, p in zip(truth, predicted, strict=True))
+        fp = sum(t != label and p == label for t, p in zip(truth, predicted, strict=True))
+        fn = sum(t == label and p != label for t, p in zip(truth, predicted, strict=True))
         f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
     return {"accuracy": accuracy, "macro_f1": sum(f1s) / max(len(f1s), 1)}

@@ -22,13 +22,18 @@ def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,  # type: ignore[override]
-                scale: float) -> torch.Tensor:
+    def forward(
+        ctx,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        labels: torch.Tensor,  # type: ignore[override]
+        scale: float,
+    ) -> torch.Tensor:
         needs_grad = ctx.needs_input_grad[0]
         grad_hidden = torch.empty_like(hidden) if needs_grad else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[0], CHUNK_TOKENS):
-            h, y = hidden[start:start + CHUNK_TOKENS], labels[start:start + CHUNK_TOKENS]
+            h, y = hidden[start : start + CHUNK_TOKENS], labels[start : start + CHUNK_TOKENS]
             logits = _chunk_logits(h, weight)
             valid = y != IGNORE_INDEX
             target = y.clamp(min=0)
@@ -40,7 +45,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
                 rows = torch.arange(len(y), device=y.device)
                 probs[rows, target] = probs[rows, target] - valid.float()
                 probs.mul_((valid.float() * scale)[:, None])
-                grad_hidden[start:start + CHUNK_TOKENS] = probs.to(weight.dtype) @ weight
+                grad_hidden[start : start + CHUNK_TOKENS] = probs.to(weight.dtype) @ weight
         ctx.save_for_backward(grad_hidden if grad_hidden is not None else torch.empty(0))
         return total * scale
 
@@ -50,8 +55,9 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         return (grad_hidden * grad_output).to(grad_hidden.dtype), None, None, None
 
 
-def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
-                          normalizer: float) -> torch.Tensor:
+def chunked_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, normalizer: float
+) -> torch.Tensor:
     """Sum of next-token cross-entropy over labelled positions, divided by `normalizer`.
 
     `hidden` is (batch, seq, dim) before the lm_head, `labels` (batch, seq) aligned with the inputs
@@ -71,8 +77,8 @@ def sequence_nll(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tenso
     for b in range(hidden.shape[0]):
         nll = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[1], CHUNK_TOKENS):
-            y = shifted[b, start:start + CHUNK_TOKENS]
-            logits = _chunk_logits(hidden[b, start:start + CHUNK_TOKENS], weight)
+            y = shifted[b, start : start + CHUNK_TOKENS]
+            logits = _chunk_logits(hidden[b, start : start + CHUNK_TOKENS], weight)
             valid = y != IGNORE_INDEX
             picked = logits.gather(1, y.clamp(min=0)[:, None]).squeeze(1)
             nll += ((torch.logsumexp(logits, dim=-1) - picked) * valid).sum()

@@ -17,8 +17,10 @@ from .loss import chunked_cross_entropy, sequence_nll
 def resolve_device(train: dict[str, Any]) -> torch.device:
     wanted = train.get("device", "auto")
     if wanted == "cuda" and not torch.cuda.is_available():
-        raise RecipeInputError("train.device = 'cuda' but no CUDA GPU is visible",
-                               "run with the docker runner on a GPU host, or set train.device = 'auto'")
+        raise RecipeInputError(
+            "train.device = 'cuda' but no CUDA GPU is visible",
+            "run with the docker runner on a GPU host, or set train.device = 'auto'",
+        )
     return torch.device("cuda" if wanted != "cpu" and torch.cuda.is_available() else "cpu")
 
 
@@ -32,30 +34,45 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
 def load_base_model(model_dir: Path, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa",
-                                                 local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=dtype, attn_implementation="sdpa", local_files_only=True
+    )
     return model.to(device)
 
 
-def check_model_fits(model: torch.nn.Module, train: dict[str, Any], lora: dict[str, Any],
-                     vocab_needed: int) -> None:
+def check_model_fits(
+    model: torch.nn.Module, train: dict[str, Any], lora: dict[str, Any], vocab_needed: int
+) -> None:
     """Reject settings the model cannot take, before any training starts."""
     config = model.config
     limit = getattr(config, "max_position_embeddings", None)
     if limit is not None and train.get("max_seq_len", 0) > limit:
         raise RecipeInputError(
             f"train.max_seq_len = {train['max_seq_len']} is longer than the model allows ({limit})",
-            f"set train.max_seq_len to {limit} or less", kind="config")
-    linear_names = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                           if isinstance(module, torch.nn.Linear)})
+            f"set train.max_seq_len to {limit} or less",
+            kind="config",
+        )
+    linear_names = sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear)
+        }
+    )
     unknown = [t for t in lora.get("target_modules", []) if t not in linear_names]
     if unknown:
         raise RecipeInputError(
-            f"lora.target_modules names {', '.join(map(repr, unknown))}, which the model does not have",
-            f"choose from its linear layers: {', '.join(linear_names)}", kind="config")
+            f"lora.target_modules names {', '.join(map(repr, unknown))}, "
+            "which the model does not have",
+            f"choose from its linear layers: {', '.join(linear_names)}",
+            kind="config",
+        )
     if config.vocab_size < vocab_needed:
-        raise RecipeInputError(f"the tokenizer needs {vocab_needed} ids but the model has {config.vocab_size}",
-                               "use a model whose vocabulary covers its tokenizer", kind="config")
+        raise RecipeInputError(
+            f"the tokenizer needs {vocab_needed} ids but the model has {config.vocab_size}",
+            "use a model whose vocabulary covers its tokenizer",
+            kind="config",
+        )
 
 
 @dataclass
@@ -84,11 +101,16 @@ class LoraModel:
     def lm_head_weight(self) -> torch.Tensor:
         weight = self.base.get_output_embeddings().weight
         if weight.requires_grad:
-            raise RecipeInputError("the lm_head is trainable; the chunked loss needs it frozen",
-                                   "leave lm_head out of lora.target_modules", kind="config")
+            raise RecipeInputError(
+                "the lm_head is trainable; the chunked loss needs it frozen",
+                "leave lm_head out of lora.target_modules",
+                kind="config",
+            )
         return weight
 
-    def loss(self, input_ids: torch.Tensor, labels: torch.Tensor, normalizer: float) -> torch.Tensor:
+    def loss(
+        self, input_ids: torch.Tensor, labels: torch.Tensor, normalizer: float
+    ) -> torch.Tensor:
         with self.autocast():
             hidden = self.hidden_states(input_ids)
         return chunked_cross_entropy(hidden, self.lm_head_weight(), labels, normalizer)
@@ -100,30 +122,39 @@ class LoraModel:
         return sequence_nll(hidden, self.lm_head_weight(), labels)
 
 
-def apply_lora(model: torch.nn.Module, lora: dict[str, Any], *, init_seed: int,
-               compute_dtype: torch.dtype) -> LoraModel:
+def apply_lora(
+    model: torch.nn.Module, lora: dict[str, Any], *, init_seed: int, compute_dtype: torch.dtype
+) -> LoraModel:
     """Wrap `model` with LoRA adapters (float32 weights) initialised on the CPU from `init_seed`."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=lora.get("r", 8), lora_alpha=lora.get("alpha", 16), lora_dropout=lora.get("dropout", 0.0),
-                        target_modules=list(lora.get("target_modules", [])), bias="none", task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=lora.get("r", 8),
+        lora_alpha=lora.get("alpha", 16),
+        lora_dropout=lora.get("dropout", 0.0),
+        target_modules=list(lora.get("target_modules", [])),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     device = next(model.parameters()).device
     peft_model = get_peft_model(model, config)  # adapters in float32 (autocast_adapter_dtype)
     generator = torch.Generator(device="cpu").manual_seed(init_seed)
-    for name, module in sorted(peft_model.named_modules()):
+    for _name, module in sorted(peft_model.named_modules(), key=lambda item: item[0]):
         if not hasattr(module, "lora_A"):
             continue
         for adapter in sorted(module.lora_A):
             a, b = module.lora_A[adapter].weight, module.lora_B[adapter].weight
-            # peft's default: kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)); drawn
-            # here on the CPU so the initial adapter does not depend on the device's RNG.
+            # peft's default: kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in));
+            # drawn here on the CPU so the initial adapter does not depend on the device's RNG.
             bound = 1.0 / math.sqrt(a.shape[1])
-            init = torch.empty(a.shape, dtype=torch.float32).uniform_(-bound, bound, generator=generator)
+            init = torch.empty(a.shape, dtype=torch.float32).uniform_(
+                -bound, bound, generator=generator
+            )
             with torch.no_grad():
                 a.copy_(init)
                 b.zero_()
-        # Under autocast the adapter matmuls run in bf16 on the bf16 input; peft would otherwise cast
-        # every input to float32 first (a copy per layer, and float32 matmuls on FFMA units).
+        # Under autocast the adapter matmuls run in bf16 on the bf16 input; peft would otherwise
+        # cast every input to float32 first (a copy per layer, and float32 matmuls on FFMA units).
         module.cast_input_dtype_enabled = compute_dtype == torch.float32
     peft_model.to(device)
     return LoraModel(peft_model, compute_dtype, device)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from .errors import RecipeInputError
 
@@ -47,7 +48,11 @@ def sha256_file(path: Path) -> str:
 
 def load_recipe(root: Path) -> Recipe:
     """Load config.toml, model.json, dataset.json and splits.json from the recipe directory."""
-    missing = [n for n in ("config.toml", "model.json", "dataset.json", "splits.json") if not (root / n).is_file()]
+    missing = [
+        n
+        for n in ("config.toml", "model.json", "dataset.json", "splits.json")
+        if not (root / n).is_file()
+    ]
     if missing:
         raise RecipeInputError(
             f"recipe {root} lacks {', '.join(missing)}",
@@ -55,11 +60,15 @@ def load_recipe(root: Path) -> Recipe:
         )
     try:
         config = tomllib.loads((root / "config.toml").read_text(encoding="utf-8"))
-        manifests = [json.loads((root / n).read_text(encoding="utf-8"))
-                     for n in ("model.json", "dataset.json", "splits.json")]
+        manifests = [
+            json.loads((root / n).read_text(encoding="utf-8"))
+            for n in ("model.json", "dataset.json", "splits.json")
+        ]
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise RecipeInputError(f"recipe {root} has an unreadable file: {exc}",
-                               "rebuild the bundle; recipe files are written by `bundler build`") from None
+        raise RecipeInputError(
+            f"recipe {root} has an unreadable file: {exc}",
+            "rebuild the bundle; recipe files are written by `bundler build`",
+        ) from None
     return Recipe(root, config, *manifests)
 
 

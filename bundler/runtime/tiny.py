@@ -1,4 +1,4 @@
-"""`python -m runtime.tiny <out_dir> <tiny_config_json>`: the tiny Llama-shaped model, from its seed.
+"""`python -m runtime.tiny <out_dir> <tiny_config_json>`: the tiny Llama-shaped model.
 
 Writes config.json and model.safetensors (CPU, float32). The same config and seed give the same
 bytes, so model.json can record their sha256 and any machine can re-make the model.
@@ -15,17 +15,23 @@ from typing import Any
 
 
 def make_tiny_model(out: Path, tiny: dict[str, Any]) -> list[str]:
-    """Materialise the model into `out` (atomically: temp dir renamed into place); return its file names."""
+    """Materialise the model into `out` atomically; return its file names."""
     import torch
     from safetensors.torch import save_file
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        hidden_size=tiny.get("hidden_size", 64), intermediate_size=tiny.get("intermediate_size", 128),
-        num_hidden_layers=tiny.get("num_hidden_layers", 2), num_attention_heads=tiny.get("num_attention_heads", 4),
-        num_key_value_heads=tiny.get("num_key_value_heads", 2), vocab_size=tiny.get("vocab_size", 512),
-        max_position_embeddings=tiny.get("max_position_embeddings", 512), tie_word_embeddings=False,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        hidden_size=tiny.get("hidden_size", 64),
+        intermediate_size=tiny.get("intermediate_size", 128),
+        num_hidden_layers=tiny.get("num_hidden_layers", 2),
+        num_attention_heads=tiny.get("num_attention_heads", 4),
+        num_key_value_heads=tiny.get("num_key_value_heads", 2),
+        vocab_size=tiny.get("vocab_size", 512),
+        max_position_embeddings=tiny.get("max_position_embeddings", 512),
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
     )
     # The one place outside determinism.py that touches global RNG: transformers initialises weights
     # from it. fork_rng restores the caller's state afterwards.
@@ -37,7 +43,9 @@ def make_tiny_model(out: Path, tiny: dict[str, Any]) -> list[str]:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    (tmp / "config.json").write_text(json.dumps(config.to_dict(), sort_keys=True, indent=2) + "\n", encoding="utf-8")
+    (tmp / "config.json").write_text(
+        json.dumps(config.to_dict(), sort_keys=True, indent=2) + "\n", encoding="utf-8"
+    )
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

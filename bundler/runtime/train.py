@@ -1,4 +1,4 @@
-"""The training step and loop: seeded batches in, metrics.jsonl/results.json/adapter/env.json out."""
+"""The training step and loop: seeded batches in; metrics, results, adapter, env out."""
 
 from __future__ import annotations
 
@@ -21,8 +21,15 @@ from .determinism import configure_determinism
 from .envinfo import capture_environment
 from .errors import RecipeInputError
 from .evaluate import eval_loss, label_metrics
-from .modeling import (LoraModel, adapter_state, apply_lora, check_model_fits, load_base_model,
-                       resolve_device, resolve_precision)
+from .modeling import (
+    LoraModel,
+    adapter_state,
+    apply_lora,
+    check_model_fits,
+    load_base_model,
+    resolve_device,
+    resolve_precision,
+)
 from .recipe import Recipe, verify_files
 
 MicroBatch = tuple[torch.Tensor, torch.Tensor]
@@ -50,21 +57,35 @@ def lr_factor(step: int, *, warmup: int, total: int, scheduler: str) -> float:
 
 def make_optimizer(model: LoraModel, train: dict[str, Any]) -> tuple[torch.optim.Optimizer, Any]:
     params = [p for _, p in sorted(model.peft_model.named_parameters()) if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=train.get("learning_rate", 2e-4),
-                                  weight_decay=train.get("weight_decay", 0.0),
-                                  fused=model.device.type == "cuda")  # fused: one elementwise kernel, deterministic
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=train.get("learning_rate", 2e-4),
+        weight_decay=train.get("weight_decay", 0.0),
+        fused=model.device.type == "cuda",
+    )  # fused: one elementwise kernel, deterministic
     total = train.get("max_steps", 1)
     warmup = train.get("warmup_steps", 0)
     kind = train.get("scheduler", "constant")
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, warmup=warmup, total=total, scheduler=kind))
+        optimizer, lambda s: lr_factor(s, warmup=warmup, total=total, scheduler=kind)
+    )
     return optimizer, scheduler
 
 
-def train_step(model: LoraModel, micro_batches: list[MicroBatch], optimizer: torch.optim.Optimizer,
-               scheduler: Any, max_grad_norm: float) -> StepStats:
-    """One optimizer step over `micro_batches` (gradient accumulation), loss averaged over all labelled tokens."""
-    normalizer = float(sum(int((labels[:, 1:] != IGNORE_INDEX).sum()) for _, labels in micro_batches))
+def train_step(
+    model: LoraModel,
+    micro_batches: list[MicroBatch],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    max_grad_norm: float,
+) -> StepStats:
+    """One optimizer step over `micro_batches` (gradient accumulation).
+
+    The loss is averaged over every labelled token of all micro-batches.
+    """
+    normalizer = float(
+        sum(int((labels[:, 1:] != IGNORE_INDEX).sum()) for _, labels in micro_batches)
+    )
     lr = optimizer.param_groups[0]["lr"]
     total = torch.zeros((), dtype=torch.float32, device=model.device)
     tokens = 0
@@ -122,35 +143,59 @@ def save_adapter(model: LoraModel, out: Path, recipe: Recipe) -> tuple[str, str]
     write_atomic(adapter / "adapter_model.safetensors", blob)
     config = model.peft_model.peft_config["default"].to_dict()
     # Record the Hub ID, never the local mount path (which differs per machine).
-    config.update(base_model_name_or_path=recipe.model.get("id"), revision=recipe.model.get("revision"))
-    text = json.dumps(config, sort_keys=True, indent=2, default=lambda v: sorted(v) if isinstance(v, set) else str(v))
+    config.update(
+        base_model_name_or_path=recipe.model.get("id"), revision=recipe.model.get("revision")
+    )
+    text = json.dumps(
+        config,
+        sort_keys=True,
+        indent=2,
+        default=lambda v: sorted(v) if isinstance(v, set) else str(v),
+    )
     write_atomic(adapter / "adapter_config.json", (text + "\n").encode())
     return hashlib.sha256(blob).hexdigest(), tensor_hash(state)
 
 
-def run_training(recipe: Recipe, *, model_dir: Path, data_dir: Path, out: Path, runner: str,
-                 image_digest: str, max_steps: int | None = None,
-                 on_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Verify inputs, train, evaluate, and write the run outputs into `out`; return results.json's content."""
+def run_training(
+    recipe: Recipe,
+    *,
+    model_dir: Path,
+    data_dir: Path,
+    out: Path,
+    runner: str,
+    image_digest: str,
+    max_steps: int | None = None,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Verify inputs, train, evaluate, write the outputs into `out`; return results.json."""
     train, lora, data = recipe.train, recipe.lora, recipe.data
     verify_files("model", model_dir, recipe.model.get("files", {}))
     verify_files("dataset", data_dir, recipe.dataset.get("files", {}))
     device = resolve_device(train)
     seed = int(train.get("seed", recipe.config.get("project", {}).get("seed", 0)))
-    determinism = configure_determinism(seed, deterministic=bool(train.get("deterministic", True)), device=device)
+    determinism = configure_determinism(
+        seed, deterministic=bool(train.get("deterministic", True)), device=device
+    )
     if lora.get("quantization", "none") != "none":
-        raise RecipeInputError(f"lora.quantization = {lora['quantization']!r} is not supported by this runtime yet",
-                               'set lora.quantization = "none"', kind="config")
+        raise RecipeInputError(
+            f"lora.quantization = {lora['quantization']!r} is not supported by this runtime yet",
+            'set lora.quantization = "none"',
+            kind="config",
+        )
 
     splits = load_splits(data_dir, recipe.dataset, recipe.splits)
     check_fields(splits, data)
     if not splits.get("train"):
-        raise RecipeInputError("the train split is empty", "check [split] ratios and the dataset", kind="data")
+        raise RecipeInputError(
+            "the train split is empty", "check [split] ratios and the dataset", kind="data"
+        )
     tokenizer = load_tokenizer(model_dir)
     max_len = int(train.get("max_seq_len", 128))
     response_only = bool(train.get("loss_on_response_only", True))
-    encoded = {name: [encode(r, data, tokenizer, max_len, response_only) for r in records]
-               for name, records in splits.items()}
+    encoded = {
+        name: [encode(r, data, tokenizer, max_len, response_only) for r in records]
+        for name, records in splits.items()
+    }
 
     dtype = resolve_precision(train.get("precision", "auto"), device)
     base = load_base_model(model_dir, dtype, device)
@@ -160,9 +205,15 @@ def run_training(recipe: Recipe, *, model_dir: Path, data_dir: Path, out: Path, 
     total_steps = int(train.get("max_steps", 1))
     steps = min(total_steps, max_steps) if max_steps else total_steps
     batch_size, eval_every = int(train.get("batch_size", 8)), int(train.get("eval_every", 10))
-    batches = train_batches(encoded["train"], seed=seed, batch_size=batch_size,
-                            grad_accum=int(train.get("grad_accum", 1)), pad_id=tokenizer.pad_token_id,
-                            packing=bool(train.get("packing", False)), max_len=max_len)
+    batches = train_batches(
+        encoded["train"],
+        seed=seed,
+        batch_size=batch_size,
+        grad_accum=int(train.get("grad_accum", 1)),
+        pad_id=tokenizer.pad_token_id,
+        packing=bool(train.get("packing", False)),
+        max_len=max_len,
+    )
     log(f"training {steps} steps on {device} ({dtype}), {len(encoded['train'])} train examples")
 
     out.mkdir(parents=True, exist_ok=True)
@@ -172,21 +223,35 @@ def run_training(recipe: Recipe, *, model_dir: Path, data_dir: Path, out: Path, 
         model.peft_model.train()
         for step in range(1, steps + 1):
             t0 = time.perf_counter()
-            last = train_step(model, next(batches), optimizer, scheduler, float(train.get("max_grad_norm", 1.0)))
+            last = train_step(
+                model, next(batches), optimizer, scheduler, float(train.get("max_grad_norm", 1.0))
+            )
             tokens_total += last.tokens
-            line = {"step": step, "loss": last.loss, "grad_norm": last.grad_norm, "lr": last.lr,
-                    "tokens": last.tokens, "step_time": round(time.perf_counter() - t0, 6)}
+            line = {
+                "step": step,
+                "loss": last.loss,
+                "grad_norm": last.grad_norm,
+                "lr": last.lr,
+                "tokens": last.tokens,
+                "step_time": round(time.perf_counter() - t0, 6),
+            }
             metrics.write(json.dumps(line, sort_keys=True) + "\n")
             emit({"event": "step", "step": step, "max_steps": steps, "loss": last.loss})
             if on_step:
                 on_step(line)
             if step % eval_every == 0 or step == steps:
                 model.peft_model.eval()
-                val_loss = eval_loss(model, encoded.get("val", []), batch_size, tokenizer.pad_token_id)
+                val_loss = eval_loss(
+                    model, encoded.get("val", []), batch_size, tokenizer.pad_token_id
+                )
                 model.peft_model.train()
                 if val_loss is not None:
-                    metrics.write(json.dumps({"step": step, "split": "val", "eval_loss": val_loss},
-                                             sort_keys=True) + "\n")
+                    metrics.write(
+                        json.dumps(
+                            {"step": step, "split": "val", "eval_loss": val_loss}, sort_keys=True
+                        )
+                        + "\n"
+                    )
                     emit({"event": "eval", "step": step, "split": "val", "eval_loss": val_loss})
             metrics.flush()
     train_seconds = time.perf_counter() - started
@@ -198,17 +263,35 @@ def run_training(recipe: Recipe, *, model_dir: Path, data_dir: Path, out: Path, 
     }
     if data.get("label_field") and splits.get("test"):
         candidates = sorted({str(r[data["label_field"]]) for part in splits.values() for r in part})
-        evaluation.update(label_metrics(model, splits["test"], candidates, data=data, tokenizer=tokenizer,
-                                        max_len=max_len, pad_id=tokenizer.pad_token_id))
+        evaluation.update(
+            label_metrics(
+                model,
+                splits["test"],
+                candidates,
+                data=data,
+                tokenizer=tokenizer,
+                max_len=max_len,
+                pad_id=tokenizer.pad_token_id,
+            )
+        )
     adapter_sha, tensor_sha = save_adapter(model, out, recipe)
     results = {
-        "schema": RESULTS_SCHEMA, "adapter_sha256": adapter_sha, "adapter_tensor_sha256": tensor_sha,
-        "steps": steps, "final_train_loss": last.loss if last else None, "eval": evaluation,
-        "tokens": tokens_total, "train_seconds": round(train_seconds, 3),
-        "tokenizer": tokenizer.name, "precision": str(dtype).removeprefix("torch."), "device": device.type,
+        "schema": RESULTS_SCHEMA,
+        "adapter_sha256": adapter_sha,
+        "adapter_tensor_sha256": tensor_sha,
+        "steps": steps,
+        "final_train_loss": last.loss if last else None,
+        "eval": evaluation,
+        "tokens": tokens_total,
+        "train_seconds": round(train_seconds, 3),
+        "tokenizer": tokenizer.name,
+        "precision": str(dtype).removeprefix("torch."),
+        "device": device.type,
         "quantization": lora.get("quantization", "none"),
     }
     write_atomic(out / "results.json", canonical(results).encode())
-    write_atomic(out / "env.json", canonical(capture_environment(runner, image_digest, determinism)).encode())
+    write_atomic(
+        out / "env.json", canonical(capture_environment(runner, image_digest, determinism)).encode()
+    )
     emit({"event": "done", "adapter_sha256": adapter_sha})
     return results
