@@ -329,3 +329,34 @@ def test_changed_example_content_exits_3(tmp_path, model_dir):
     result = run_runtime(paths, tmp_path / "out")
     assert result.returncode == 3
     assert "changed" in _error(result)["message"]
+
+
+def test_out_of_memory_hint_names_the_settings_to_lower():
+    from bundler.runtime.errors import out_of_memory_error
+
+    config = {"train": {"batch_size": 16, "max_seq_len": 2048}, "lora": {"r": 64}}
+    error = out_of_memory_error(config, "CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert error.kind == "oom" and "Tried to allocate 2.00 GiB" in error.message
+    for setting in (
+        "train.batch_size (now 16)",
+        "train.grad_accum",
+        "train.max_seq_len (now 2048)",
+        "lora.r",
+    ):
+        assert setting in error.hint
+
+
+def test_csv_dataset_gives_the_same_records_as_jsonl(tmp_path):
+    from bundler.runtime.data import read_records
+
+    rows = [
+        {"id": "a", "prompt": "p, with comma", "response": "r\\nline"},
+        {"id": "b", "prompt": "q", "response": "s"},
+    ]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "d.csv").write_text('id,prompt,response\na,"p, with comma",r\\nline\nb,q,s\n')
+    assert (
+        read_records(tmp_path / "d.csv", "auto")
+        == read_records(tmp_path / "d.jsonl", "auto")
+        == rows
+    )

@@ -13,7 +13,7 @@ Settings = dict[str, dict[str, Any]]
 
 REQUIRED_ENV = {
     "PYTHONHASHSEED": "hash randomisation changes set iteration order; fixed before start",
-    "CUBLAS_WORKSPACE_CONFIG": "':4096:8' fixes cuBLAS workspaces, so its reductions are deterministic",
+    "CUBLAS_WORKSPACE_CONFIG": "':4096:8' fixes cuBLAS workspaces: deterministic reductions",
 }
 
 
