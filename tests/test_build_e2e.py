@@ -48,7 +48,6 @@ def test_two_builds_give_a_bit_identical_adapter(two_builds) -> None:
     a, b = adapter_of(one, first["run_id"]), adapter_of(two, second["run_id"])
     assert a.stat().st_size > 1000
     assert sha256_file(a) == sha256_file(b)
-    assert first["run_id"] == second["run_id"], "same outputs must give the same run ID"
     metrics_a = (one / "data" / "runs" / first["run_id"] / "metrics.jsonl").read_text().splitlines()
     metrics_b = (two / "data" / "runs" / second["run_id"] / "metrics.jsonl").read_text().splitlines()
     losses = lambda lines: [json.loads(l).get("loss") for l in lines]  # noqa: E731
