@@ -208,3 +208,34 @@ def split(project: Path, out: Path | None, as_json: bool) -> None:
     write_manifest(manifest, target)
     summary = {**summarize(manifest), "manifest": str(target)}
     emit(summary, as_json, "\n".join([*summary_lines(summary), f"wrote {target}"]))
+
+
+@main.command()
+@click.argument("project", type=click.Path(path_type=Path), default=".")
+@click.option("--check", is_flag=True, help="Only check the lock is fresh; exit 1 when requirements.in changed.")
+@click.option("--offline", is_flag=True, help="No network: reuse cached locks and the catalog's image digest.")
+@json_option
+@handles_errors
+def lock(project: Path, check: bool, offline: bool, as_json: bool) -> None:
+    """Write requirements.lock (hashes, for the target image) and image.lock.json (base image digest)."""
+    from bundler import images
+    from bundler import lock as locking
+    from bundler.config import load_config
+
+    env = load_config(project).environment
+    project_dir = project if project.is_dir() else project.parent
+    if check:
+        status = locking.check_lock(project_dir, env)
+        emit({"schema": "bundler.lock-check/1", "lock": str(status.lock), "fresh": True,
+              "input_sha256": status.input_sha256, "lock_sha256": status.lock_sha256},
+             as_json, f"{status.lock} is fresh")
+        return
+    result = locking.write_lock(project_dir, env, offline=offline)
+    record = images.write_image_lock(project_dir, env, offline=offline)
+    emit({"schema": "bundler.lock/1", "lock": str(result.lock), "lock_sha256": result.lock_sha256,
+          "input_sha256": result.input_sha256, "resolver": result.resolver,
+          "resolver_version": result.resolver_version, "cached": result.cached,
+          "added_runtime": list(result.added_runtime), "variants": result.variants,
+          "image": record["reference"], "image_digest": record["digest"]},
+         as_json, f"wrote {result.lock}{' (cached)' if result.cached else ''}\n"
+                  f"pinned {record['reference']}@{record['digest']}")

@@ -229,3 +229,12 @@ def _catalog_digests(entry: CatalogImage, why: str) -> dict[str, str | None]:
 def image_lock_text(record: dict) -> str:
     """Canonical JSON text of an image lock record."""
     return json.dumps(record, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_image_lock(project_dir: Path, env: EnvironmentConfig, *, offline: bool) -> dict:
+    """Resolve the base image and write <project>/image.lock.json atomically; return the record."""
+    from bundler.atomic import atomic_write_text
+
+    record = image_lock_record(env, offline=offline)
+    atomic_write_text(project_dir / "image.lock.json", image_lock_text(record))
+    return record
