@@ -324,7 +324,7 @@ class BundleFacts:
             ("Dataset sha256", _files_summary(dataset_files)),
             (
                 "Split method",
-                _public(self.splits.get("method") or _get(self.config, "split", "method")),
+                _public(_split_method(self.splits) or _get(self.config, "split", "method")),
             ),
             ("Seeds", self.seeds()),
             ("Adapter sha256 (adapter_model.safetensors)", _code(adapter_sha)),
@@ -460,6 +460,21 @@ def _hub_dataset(dataset: dict[str, Any]) -> str | None:
             return dataset[key]
     match = _HUB_DATASET.match(str(dataset.get("source") or ""))
     return match.group(1) if match else None
+
+
+def _split_method(splits: dict[str, Any]) -> str | None:
+    """splits.json's method block as one line: name, seed, ratios, dedupe."""
+    method = splits.get("method")
+    if not isinstance(method, dict):
+        return method if isinstance(method, str) else None
+    ratios = method.get("ratios") or {}
+    parts = [str(method.get("name")), f"seed {method.get('seed')}"]
+    if ratios:
+        parts.append(" / ".join(f"{k} {ratios[k]:g}" for k in ("train", "val", "test") if k in ratios))
+    dedupe = splits.get("dedupe")
+    if isinstance(dedupe, dict) and dedupe.get("mode"):
+        parts.append(f"dedupe {dedupe['mode']}")
+    return ", ".join(parts)
 
 
 def _public(value: object) -> str:
