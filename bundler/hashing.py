@@ -42,7 +42,7 @@ def hash_files(paths: Iterable[Path], workers: int | None = None) -> dict[Path, 
     # Largest first so one big file does not start last and leave a core idle.
     ordered = sorted(paths, key=lambda p: -p.stat().st_size)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(zip(ordered, pool.map(sha256_file, ordered)))
+        return dict(zip(ordered, pool.map(sha256_file, ordered), strict=True))
 
 
 def list_files(root: Path) -> list[Path]:

@@ -62,7 +62,7 @@ def pinned_image(project: Path, env) -> dict:
 
 def write_recipe(config: BundleConfig, project: Path, recipe: Path, *, allow_dirty: bool, runner: str) -> tuple[Path, Path]:
     """Write every recipe file into `recipe`; return the model and dataset directories for the run."""
-    from bundler import images, lock, source, splits
+    from bundler import lock, source, splits
     from bundler.datasource import describe_dataset
     from bundler.dockerfile import render_dockerfile
     from bundler.runners import runtime_source

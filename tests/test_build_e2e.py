@@ -50,8 +50,7 @@ def test_two_builds_give_a_bit_identical_adapter(two_builds) -> None:
     assert sha256_file(a) == sha256_file(b)
     metrics_a = (one / "data" / "runs" / first["run_id"] / "metrics.jsonl").read_text().splitlines()
     metrics_b = (two / "data" / "runs" / second["run_id"] / "metrics.jsonl").read_text().splitlines()
-    losses = lambda lines: [json.loads(l).get("loss") for l in lines]  # noqa: E731
-    assert losses(metrics_a) == losses(metrics_b)
+    assert [json.loads(line).get("loss") for line in metrics_a] == [json.loads(line).get("loss") for line in metrics_b]
 
 
 def test_built_bundle_has_the_design_layout_and_verifies(two_builds) -> None:

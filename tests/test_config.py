@@ -74,7 +74,9 @@ def test_credentials_in_a_url_are_refused() -> None:
 
 def test_config_models_are_frozen() -> None:
     config = parse_config(MINIMAL)
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
         config.project.seed = 3  # type: ignore[misc]
 
 
