@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,13 +61,16 @@ def parse_manifest(text: str, source: str) -> dict[str, str]:
 
 
 def read_bag_info(bundle: Path) -> dict[str, str]:
-    info: dict[str, str] = {}
     path = bundle / "bag-info.txt"
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            key, sep, value = line.partition(":")
-            if sep:
-                info[key.strip()] = value.strip()
+    return _parse_bag_info(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _parse_bag_info(text: str) -> dict[str, str]:
+    info: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            info[key.strip()] = value.strip()
     return info
 
 
@@ -245,23 +248,51 @@ def _compare(expected: Mapping[str, str], actual: Mapping[str, str], what: str) 
 
 
 def verify_bundle(bundle: Path) -> VerifyReport:
-    """Re-hash every file; report every missing, extra, renamed or changed file, payload and tags alike."""
+    """Re-hash every file; report every missing, extra, renamed or changed file, payload and tags alike.
+
+    An exported .tar is verified member by member as it streams, without extracting it (bundler.archive).
+    """
+    if bundle.is_file():
+        from bundler.archive import verify_archive
+
+        return verify_archive(bundle)
     open_bundle(bundle)
-    info = read_bag_info(bundle)
-    report = VerifyReport(bundle, info.get("Bundle-Id", ""))
-    for required in (MANIFEST, TAGMANIFEST):
-        if not (bundle / required).is_file():
-            report.findings.append(f"missing tag file: {required}")
-    if report.findings:
-        return report
-    expected = _payload_hashes(bundle)
     files = list_files(bundle)
     hashed = {p.relative_to(bundle).as_posix(): s for p, s in _hash_all(files).items()}
+    sizes = {p.relative_to(bundle).as_posix(): p.stat().st_size for p in files}
+
+    def read_text(rel: str) -> str | None:
+        path = bundle / rel
+        return path.read_text(encoding="utf-8") if path.is_file() and not path.is_symlink() else None
+
+    return check_bag(bundle, hashed, sizes, read_text)
+
+
+# Recipe files that name vendored files by hash; verify reads them (and the tag files) as text.
+VENDOR_RECORDS = {"dataset": "dataset.json", "model": "model.json", "wheels": "requirements.lock"}
+
+
+def check_bag(
+    where: Path, hashed: Mapping[str, str], sizes: Mapping[str, int], read_text: Callable[[str], str | None]
+) -> VerifyReport:
+    """Judge a bag from its files' hashes and sizes (bag-relative paths) and a reader of its small text files.
+
+    Shared by the directory and the streamed-tar verifiers, so both report exactly the same findings.
+    """
+    info = _parse_bag_info(read_text("bag-info.txt") or "")
+    report = VerifyReport(where, info.get("Bundle-Id", ""))
     report.files_checked = len(hashed)
-    report.bytes_checked = sum(p.stat().st_size for p in files)
+    report.bytes_checked = sum(sizes.values())
+    manifest_text, tag_text = read_text(MANIFEST), read_text(TAGMANIFEST)
+    for name, text in ((MANIFEST, manifest_text), (TAGMANIFEST, tag_text)):
+        if text is None:
+            report.findings.append(f"missing tag file: {name}")
+    if manifest_text is None or tag_text is None:
+        return report
+    expected = parse_manifest(manifest_text, MANIFEST)
     actual_payload = {p: s for p, s in hashed.items() if p.startswith(PAYLOAD + "/")}
     report.findings += _compare(expected, actual_payload, "payload")
-    tag_expected = parse_manifest((bundle / TAGMANIFEST).read_text(encoding="utf-8"), TAGMANIFEST)
+    tag_expected = parse_manifest(tag_text, TAGMANIFEST)
     actual_tags = {p: s for p, s in hashed.items() if not p.startswith(PAYLOAD + "/") and p != TAGMANIFEST}
     report.findings += _compare(tag_expected, actual_tags, "tag")
     recomputed = recipe_id(expected)
@@ -270,10 +301,76 @@ def verify_bundle(bundle: Path) -> VerifyReport:
             f"Bundle-Id in bag-info.txt is {report.bundle_id[:12]}, the recipe manifest gives {recomputed[:12]}"
         )
     oxum = info.get("Payload-Oxum", "")
-    want = f"{sum(os.path.getsize(bundle / p) for p in actual_payload)}.{len(actual_payload)}"
+    want = f"{sum(sizes[p] for p in actual_payload)}.{len(actual_payload)}"
     if oxum != want:
         report.findings.append(f"Payload-Oxum is {oxum or 'missing'}, the payload has {want}")
+    report.findings += _vendor_findings(actual_payload, read_text)
     return report
+
+
+def _vendor_findings(payload: Mapping[str, str], read_text: Callable[[str], str | None]) -> list[str]:
+    """Check each file under data/vendor/ against the recipe hash that names it (the bundle ID covers only the recipe)."""
+    import json
+
+    vendored = {p[len(VENDOR) + 1 :]: s for p, s in payload.items() if p.startswith(VENDOR + "/")}
+    if not vendored:
+        return []
+    named: dict[str, dict[str, str] | None] = {}
+    for kind, record in VENDOR_RECORDS.items():
+        text = read_text(f"{RECIPE}/{record}")
+        if text is None:
+            named[kind] = None
+        elif kind == "wheels":
+            named[kind] = _wheel_hashes(text)
+        else:
+            try:
+                files = json.loads(text).get("files", {})
+            except (ValueError, AttributeError):
+                files = None
+            named[kind] = files if isinstance(files, dict) else None
+    findings = []
+    for rel, sha in sorted(vendored.items()):
+        kind, _, name = rel.partition("/")
+        path = f"{VENDOR}/{rel}"
+        if kind not in VENDOR_RECORDS or not name:
+            findings.append(f"vendored file {path} is not under dataset/, model/ or wheels/; no recipe hash names it")
+            continue
+        record = f"{RECIPE}/{VENDOR_RECORDS[kind]}"
+        names = named[kind]
+        if names is None:
+            findings.append(f"vendored file {path} cannot be checked: {record} is missing or unreadable")
+            continue
+        key = _wheel_name(name) if kind == "wheels" else name
+        want = names.get(key)
+        if want is None:
+            findings.append(f"vendored file {path} is not named by {record}")
+        elif sha not in want.split():
+            findings.append(f"vendored file {path} does not match {record} (found sha256 {sha[:12]})")
+    for kind in ("dataset", "model"):
+        names = named[kind]
+        present = {rel.partition("/")[2] for rel in vendored if rel.partition("/")[0] == kind}
+        if present and names:
+            findings += [
+                f"vendored file {VENDOR}/{kind}/{name} is missing (named by {RECIPE}/{VENDOR_RECORDS[kind]})"
+                for name in sorted(set(names) - present)
+            ]
+    return findings
+
+
+def _wheel_name(filename: str) -> str:
+    """The canonical project name of a wheel file (`Foo_Bar-1.0-py3-none-any.whl` -> `foo-bar`)."""
+    return re.sub(r"[-_.]+", "-", filename.split("-", 1)[0]).lower()
+
+
+def _wheel_hashes(lock_text: str) -> dict[str, str] | None:
+    """{project: "hash hash ..."} from the lock's pins, or None when the lock does not parse."""
+    from bundler.lock import parse_lock_text
+
+    try:
+        pins = parse_lock_text(lock_text)
+    except InputError:
+        return None
+    return {pin.name: " ".join(pin.hashes) for pin in pins}
 
 
 def _hash_all(files: list[Path]) -> dict[Path, str]:

@@ -239,3 +239,73 @@ def lock(project: Path, check: bool, offline: bool, as_json: bool) -> None:
           "image": record["reference"], "image_digest": record["digest"]},
          as_json, f"wrote {result.lock}{' (cached)' if result.cached else ''}\n"
                   f"pinned {record['reference']}@{record['digest']}")
+
+
+# --- export / import / diff (archive.py, diff.py, issue 5) ---
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--output", "-o", "archive", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The .tar to write (byte-identical for the same bundle on any machine, any day).")
+@json_option
+@handles_errors
+def export(bundle: Path, archive: Path, as_json: bool) -> None:
+    """Verify BUNDLE and write it as one deterministic tar; print the tar's sha256."""
+    from bundler.archive import export_bundle
+    from bundler.bundle import open_bundle
+
+    result = export_bundle(open_bundle(bundle), archive)
+    emit(result.as_dict(), as_json, f"{result.sha256}  {result.archive}")
+
+
+@main.command(name="import")
+@click.argument("archive", type=click.Path(path_type=Path))
+@click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="Directory to import into (must not hold anything).")
+@click.option("--max-members", type=click.IntRange(1), default=200_000, show_default=True, help="Refuse archives with more members.")
+@click.option("--max-bytes", type=click.IntRange(1), default=2 * 1024**4, show_default=True, help="Refuse archives holding more bytes.")
+@json_option
+@handles_errors
+def import_(archive: Path, out: Path, max_members: int, max_bytes: int, as_json: bool) -> None:
+    """Check every member of ARCHIVE, extract it into a temp dir, verify it, rename it to --out."""
+    from bundler.archive import ImportLimits, import_bundle
+
+    limits = ImportLimits(max_members=max_members, max_member_bytes=max_bytes, max_total_bytes=max_bytes)
+    report = import_bundle(archive, out, limits)
+    emit({**report.as_dict(), "schema": "bundler.import/1"}, as_json,
+         f"imported {report.bundle_id} into {out} ({report.files_checked} files verified)")
+
+
+# --- replay (replay.py, report.py, issue 8) ---
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--runner", type=RUNNER_CHOICE, default=None, help="Where to run (default: the recorded run's runner).")
+@click.option("--run", "run_id", metavar="RUN_ID", help="Recorded run to compare with (a unique prefix; default: the latest full run).")
+@click.option("--tolerance", metavar="KEY=N,...", help="EQUIVALENT bounds: metric (absolute, 0.001), loss (relative, 1e-3), grad_norm (relative, 1e-2).")
+@click.option("--steps", type=int, metavar="N", help="Replay and compare only the first N steps (a quick, partial check).")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), help="Write report.json, loss_overlay.png and report.html here.")
+@click.option("--allow-drift", is_flag=True, help="host runner: run even when installed versions differ from the lock (recorded).")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), help="Model snapshot, when the bundle does not vendor it.")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), help="Dataset directory, when the bundle does not vendor it.")
+@click.option("--gpus", help="docker runner: 'all' or a number of GPUs.")
+@json_option
+@handles_errors
+def replay(bundle: Path, runner: str | None, run_id: str | None, tolerance: str | None, steps: int | None,
+           report_dir: Path | None, allow_drift: bool, model_dir: Path | None, data_dir: Path | None,
+           gpus: str | None, as_json: bool) -> None:
+    """Verify BUNDLE, run it again, compare with a recorded run: IDENTICAL, EQUIVALENT (exit 0) or DIVERGED (1)."""
+    from bundler.errors import ReplayDiverged
+    from bundler.replay import parse_tolerance, replay_bundle
+    from bundler.report import render_table, write_report
+
+    bounds = parse_tolerance(tolerance)  # before anything runs: a typo must not cost a training run
+    report = replay_bundle(bundle, runner=runner, run_id=run_id, tolerance=bounds, steps=steps,
+                           allow_drift=allow_drift, model_dir=model_dir, data_dir=data_dir, gpus=gpus)
+    if report_dir is not None:
+        written = write_report(report, report_dir)
+        click.echo(f"report written to {written['report.html']}", err=True)
+    if as_json:
+        emit(report, True, "")
+    else:
+        render_table(report)
+    if report["verdict"] == "DIVERGED":
+        summary = (report["divergence"] or {}).get("detail", "outside tolerance")
+        raise ReplayDiverged(report["recorded_run"], report["replay_run"], summary, report["causes"])
