@@ -10,6 +10,7 @@
     │   ├── OutputExistsError
     │   ├── NotABundleError
     │   ├── UnsafeArchiveError
+    │   ├── ToleranceError            replay --tolerance cannot be parsed
     │   ├── SecretError               a value that looks like a secret where none may go
     │   ├── UnresolvableRequirementsError  the resolver found no versions for the target
     │   ├── UnknownImageError         image not in the catalog, or unknown to the registry
@@ -23,7 +24,8 @@
     │   └── HubUnavailableError       the Hub kept failing (5xx, network) after bounded retries
     └── CheckFailed                   exit 1: the input is fine, the check it asked for failed
         ├── StaleLockError
-        └── VerifyFailed
+        ├── VerifyFailed
+        └── ReplayDiverged            the replay did not reproduce the recorded run
 
 Classes hold structured fields and build their message in __str__; the CLI adds `hint`.
 """
@@ -332,3 +334,38 @@ class DatasetChangedError(DatasetError):
         self.split = split
         self.expected = expected
         self.found = found
+
+
+# --- replay (replay.py) ---
+
+
+class ToleranceError(InputError):
+    """A --tolerance value that cannot be parsed."""
+
+    def __init__(self, text: str, problem: str):
+        super().__init__(
+            f"cannot parse --tolerance {text!r}: {problem}",
+            "write KEY=NUMBER pairs separated by commas, e.g. --tolerance metric=0.001,loss=1e-3,grad_norm=1e-2",
+        )
+        self.text = text
+        self.problem = problem
+
+
+class ReplayDiverged(CheckFailed):
+    """The replay did not reproduce the recorded run within tolerance (exit 1)."""
+
+    def __init__(self, recorded_run: str, replay_run: str, summary: str, causes: Sequence[str]):
+        super().__init__(recorded_run, replay_run, summary)
+        self.recorded_run = recorded_run
+        self.replay_run = replay_run
+        self.summary = summary
+        self.causes = list(causes)
+
+    def __str__(self) -> str:
+        return f"replay {self.replay_run[:12]} DIVERGED from run {self.recorded_run[:12]}: {self.summary}"
+
+    @property
+    def hint(self) -> str:  # type: ignore[override]
+        if self.causes:
+            return "likely causes: " + "; ".join(self.causes[:4]) + " (`--report DIR` writes the full report)"
+        return "`--report DIR` writes the full report with the loss curves overlaid"
