@@ -18,7 +18,8 @@
     │   ├── InvalidRepoIdError        --repo is not a Hub repo ID (ORG/NAME)
     │   ├── MissingAdapterError       the run to publish has no adapter files
     │   ├── CardMetadataError         the model card's metadata fails huggingface_hub's validation
-    │   └── HubAuthError              no Hub token, or the Hub refused it
+    │   ├── HubAuthError              no Hub token, or the Hub refused it
+    │   └── SigningKeyError           the signing or trusted key file cannot be used
     ├── EnvironmentSetupError         a runner, resolver or engine that cannot do its job
     │   ├── TrainingError             the runtime failed; its last lines are attached
     │   └── HubUnavailableError       the Hub kept failing (5xx, network) after bounded retries
@@ -369,3 +370,18 @@ class ReplayDiverged(CheckFailed):
         if self.causes:
             return "likely causes: " + "; ".join(self.causes[:4]) + " (`--report DIR` writes the full report)"
         return "`--report DIR` writes the full report with the loss curves overlaid"
+
+
+# --- signing (signing.py, provenance.py) ---
+
+
+class SigningKeyError(InputError):
+    """A key file given to sign or verify is missing, unreadable, encrypted or not ed25519."""
+
+    def __init__(self, key: Path | str, reason: str):
+        super().__init__(
+            f"{key}: cannot use this key: {reason}",
+            "pass an ed25519 PEM key; `bundler keygen --out KEY` makes one (KEY stays private, KEY.pub is shared)",
+        )
+        self.key = key
+        self.reason = reason
