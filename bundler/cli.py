@@ -274,6 +274,19 @@ def import_(archive: Path, out: Path, max_members: int, max_bytes: int, as_json:
          f"imported {report.bundle_id} into {out} ({report.files_checked} files verified)")
 
 
+@main.command()
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@json_option
+@handles_errors
+def diff(old: Path, new: Path, as_json: bool) -> None:
+    """Show what changed from bundle OLD to bundle NEW (directories or exported tars)."""
+    from bundler.diff import diff_bundles, render_diff
+
+    result = diff_bundles(old, new)
+    emit(result, as_json, render_diff(result).rstrip("\n"))
+
+
 # --- replay (replay.py, report.py, issue 8) ---
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
