@@ -305,6 +305,9 @@ def check_bag(
     if oxum != want:
         report.findings.append(f"Payload-Oxum is {oxum or 'missing'}, the payload has {want}")
     report.findings += _vendor_findings(actual_payload, read_text)
+    from bundler.provenance import provenance_findings  # statements and signatures (issue 10)
+
+    report.findings += provenance_findings(hashed, read_text)
     return report
 
 

@@ -1,0 +1,388 @@
+"""Signed provenance: statements, RO-Crate, signatures, and `bundler verify` catching every forgery.
+
+Bundles are built by hand with bundler.bundle (fast); one slow test signs a real quickstart build.
+Keys are real ed25519 keys made in tmp_path.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bundler import bundle as fmt
+from bundler import provenance
+from bundler.hashing import canonical_json
+from bundler.signing import generate_key, load_public_key, sign_bundle
+from tests.conftest import run_cli
+
+CONFIG = """\
+[project]
+name = "prov"
+seed = 7
+
+[train]
+seed = 7
+
+[lora]
+init_seed = 11
+
+[split]
+seed = 7
+
+[publish]
+license = "apache-2.0"
+"""
+
+
+def _json(obj: object) -> str:
+    return canonical_json(obj)
+
+
+def make_run_bundle(root: Path, adapter: bytes = b"adapter weights") -> tuple[Path, str]:
+    """A sealed bundle with a recipe like the pipeline's and one recorded run."""
+    recipe = root / "data" / "recipe"
+    (recipe / "runtime").mkdir(parents=True)
+    (recipe / "config.toml").write_text(CONFIG)
+    (recipe / "requirements.lock").write_text("numpy==2.0.0 --hash=sha256:" + "0" * 64 + "\n")
+    (recipe / "runtime" / "__init__.py").write_text("")
+    (recipe / "runtime" / "train.py").write_text("print('train')\n")
+    (recipe / "image.lock.json").write_text(_json({
+        "schema": "bundler.image/1", "reference": "127.0.0.1:5000/bundler/debian-python:3.11",
+        "digest": "sha256:" + "ab" * 32, "platform": "linux/amd64", "python": "3.11", "cuda": "none"}))
+    (recipe / "source.json").write_text(_json({
+        "schema": "bundler.source/1", "commit": "c" * 40, "tree": "d" * 40, "dirty": False, "repo": ""}))
+    (recipe / "model.json").write_text(_json({
+        "schema": "bundler.model/1", "source": "hub", "id": "TinyOrg/tiny", "revision": "e" * 40,
+        "files": {"model.safetensors": "1" * 64, "config.json": "2" * 64}}))
+    (recipe / "dataset.json").write_text(_json({
+        "schema": "bundler.dataset/1", "format": "jsonl", "source": "data/x.jsonl",
+        "files": {"x.jsonl": "3" * 64}}))
+    (recipe / "splits.json").write_text(_json({
+        "schema": "bundler.splits/1", "splits": {"train": {"root": "4" * 64, "ids": [], "count": 0}}}))
+    fmt.seal_bundle(root)
+    staged = root.parent / f".{root.name}-staged"
+    (staged / "adapter").mkdir(parents=True)
+    (staged / "adapter" / "adapter_model.safetensors").write_bytes(adapter)
+    (staged / "adapter" / "adapter_config.json").write_text('{"r": 8}\n')
+    (staged / "results.json").write_text(_json({"schema": "bundler.results/1", "steps": 4}))
+    (staged / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    (staged / "env.json").write_text(_json({
+        "schema": "bundler.env/1", "runner": "venv", "python": "3.11.7", "cpu": {"name": "test"}, "gpu": None,
+        "libraries": {"torch": "2.13.0"}, "image_digest": None,
+        "determinism": {"env.PYTHONHASHSEED": {"value": "0", "why": "w"},
+                        "env.CUBLAS_WORKSPACE_CONFIG": {"value": ":4096:8", "why": "w"}}}))
+    run_json = _json({"schema": "bundler.run/1", "runner": "venv", "started": "2026-11-24T10:00:00Z",
+                      "finished": "2026-11-24T10:01:00Z"}).encode()
+    run_id = fmt.add_run(root, staged, {"run.json": run_json, "README.md": b"# card\n"})
+    return root, run_id
+
+
+@pytest.fixture
+def recorded(tmp_path: Path) -> tuple[Path, str]:
+    bundle, run_id = make_run_bundle(tmp_path / "bundle")
+    provenance.write_provenance(bundle, run_id)
+    return bundle, run_id
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> Path:
+    generate_key(tmp_path / "keys" / "signer.pem")
+    return tmp_path / "keys" / "signer.pem"
+
+
+def findings(bundle: Path) -> list[str]:
+    return fmt.verify_bundle(bundle).findings
+
+
+def reseal_tags(bundle: Path) -> None:
+    """What a forger does after editing the tag area: make tagmanifest agree again."""
+    fmt._write_tags(bundle, fmt._payload_hashes(bundle))
+
+
+# --- writing ---
+
+
+def test_write_provenance_keeps_the_bag_valid_for_bagit(recorded: tuple[Path, str]) -> None:
+    bagit = pytest.importorskip("bagit")
+    bundle, run_id = recorded
+    assert findings(bundle) == []
+    bagit.Bag(str(bundle)).validate()
+    tags = (bundle / fmt.TAGMANIFEST).read_text()
+    assert f"provenance/{run_id}.intoto.json" in tags
+    assert "data/ro-crate-metadata.json" in (bundle / fmt.MANIFEST).read_text()
+
+
+def test_write_provenance_is_deterministic(tmp_path: Path) -> None:
+    one, run_one = make_run_bundle(tmp_path / "a")
+    two, run_two = make_run_bundle(tmp_path / "elsewhere" / "b")
+    provenance.write_provenance(one, run_one)
+    provenance.write_provenance(two, run_two)
+    for rel in (f"provenance/{run_one}.intoto.json", "data/ro-crate-metadata.json"):
+        assert (one / rel).read_bytes() == (two / rel).read_bytes()
+
+
+def test_statement_is_in_toto_v1_with_slsa_provenance(recorded: tuple[Path, str]) -> None:
+    bundle, run_id = recorded
+    statement = json.loads((bundle / provenance.statement_name(run_id)).read_text())
+    assert statement["_type"] == "https://in-toto.io/Statement/v1"
+    assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
+    subjects = {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
+    adapter = f"data/runs/{run_id}/adapter/adapter_model.safetensors"
+    assert subjects[adapter] == fmt.sha256_file(bundle / adapter)
+    assert subjects[f"provenance/{run_id}.manifest-sha256.txt"] == fmt.sha256_file(
+        bundle / f"provenance/{run_id}.manifest-sha256.txt")
+    build = statement["predicate"]["buildDefinition"]
+    assert build["externalParameters"]["seeds"] == {
+        "project.seed": 7, "train.seed": 7, "lora.init_seed": 11, "split.seed": 7}
+    assert build["externalParameters"]["config"]["project"]["name"] == "prov"
+    deps = {d["name"]: d for d in build["resolvedDependencies"]}
+    assert deps["data/recipe/requirements.lock"]["digest"]["sha256"] == fmt.sha256_file(
+        bundle / "data/recipe/requirements.lock")
+    assert deps["127.0.0.1:5000/bundler/debian-python:3.11"]["digest"] == {"sha256": "ab" * 32}
+    assert deps["code"]["digest"] == {"gitCommit": "c" * 40, "gitTree": "d" * 40}
+    assert deps["model/model.safetensors"]["digest"]["sha256"] == "1" * 64
+    assert deps["model/model.safetensors"]["annotations"]["revision"] == "e" * 40
+    assert deps["dataset/x.jsonl"]["digest"]["sha256"] == "3" * 64
+    assert deps["data/recipe/splits.json"]["annotations"]["roots"] == {"train": "4" * 64}
+    details = statement["predicate"]["runDetails"]
+    assert details["builder"]["id"].startswith("urn:bundler:builder:bundler@")
+    assert details["metadata"]["invocationId"] == run_id
+    env = next(b for b in details["byproducts"] if b["name"].endswith("env.json"))
+    assert env["annotations"]["runner"] == "venv"
+    assert env["annotations"]["hardware"]["device"] == "cpu"
+
+
+def test_run_manifest_leaves_out_files_that_publishing_rewrites(recorded: tuple[Path, str]) -> None:
+    bundle, run_id = recorded
+    text = (bundle / provenance.run_manifest_name(run_id)).read_text()
+    assert f"data/runs/{run_id}/run.json" in text
+    assert f"data/runs/{run_id}/README.md" not in text
+    assert "data/recipe/config.toml" in text
+
+
+def test_ro_crate_is_a_process_run_crate_for_the_rocrate_library(recorded: tuple[Path, str]) -> None:
+    rocrate = pytest.importorskip("rocrate.rocrate")
+    bundle, run_id = recorded
+    crate = rocrate.ROCrate(str(bundle / "data"))
+    assert [p.id for p in crate.root_dataset["conformsTo"]] == ["https://w3id.org/ro/wfrun/process/0.5"]
+    actions = [e for e in crate.get_entities() if e.type == "CreateAction"]
+    assert len(actions) == 1
+    action = actions[0]
+    assert action["instrument"].id == "recipe/runtime/"
+    assert action["instrument"]["identifier"].startswith("sha256:")
+    inputs = {e.id for e in action["object"]}
+    assert {"recipe/config.toml", "recipe/requirements.lock", "recipe/splits.json", "recipe/model.json"} <= inputs
+    results = {e.id: e for e in action["result"]}
+    adapter = results[f"runs/{run_id}/adapter/adapter_model.safetensors"]
+    assert adapter["sha256"] == fmt.sha256_file(bundle / "data" / adapter.id)
+    assert f"runs/{run_id}/metrics.jsonl" in results
+    assert action["containerImage"]["sha256"] == "ab" * 32
+    assert {e["name"]: e["value"] for e in action["environment"]} == {
+        "PYTHONHASHSEED": "0", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+    for entity in crate.get_entities():  # every data entity the crate names exists in the payload
+        if entity.type == "File":
+            assert (bundle / "data" / entity.id).is_file(), entity.id
+
+
+# --- verifying ---
+
+
+def test_sign_then_verify_is_ok(recorded: tuple[Path, str], key: Path) -> None:
+    bundle, run_id = recorded
+    signed = run_cli("sign", str(bundle), "--key", str(key), "--json")
+    assert signed.returncode == 0, signed.stderr
+    record = json.loads(signed.stdout)
+    assert record["keyid"] == load_public_key(key.with_name(key.name + ".pub")).keyid
+    assert record["runs"] == [run_id]
+    verified = run_cli("verify", str(bundle))
+    assert verified.returncode == 0, verified.stderr
+    assert (bundle / provenance.envelope_name(run_id)).is_file()
+
+
+def test_sign_writes_missing_statements_first(tmp_path: Path, key: Path) -> None:
+    bundle, run_id = make_run_bundle(tmp_path / "b")
+    sign_bundle(bundle, key)
+    assert (bundle / provenance.statement_name(run_id)).is_file()
+    assert findings(bundle) == []
+
+
+def test_an_envelope_by_another_key_fails_verify(recorded: tuple[Path, str], key: Path, tmp_path: Path) -> None:
+    bundle, run_id = recorded
+    sign_bundle(bundle, key)
+    generate_key(tmp_path / "mallory.pem")
+    forged = tmp_path / "forged"
+    shutil.copytree(bundle, forged)
+    sign_bundle(forged, tmp_path / "mallory.pem")
+    # Mallory's envelope, dropped into the bundle that records the real signer's key.
+    shutil.copy(forged / provenance.envelope_name(run_id), bundle / provenance.envelope_name(run_id))
+    reseal_tags(bundle)
+    result = run_cli("verify", str(bundle))
+    assert result.returncode == 1
+    assert "signed by another key" in result.stderr
+    assert provenance.envelope_name(run_id) in result.stderr
+
+
+def test_a_bundle_resigned_by_another_key_fails_against_the_trusted_key(
+    recorded: tuple[Path, str], key: Path, tmp_path: Path
+) -> None:
+    bundle, _ = recorded
+    generate_key(tmp_path / "mallory.pem")
+    sign_bundle(bundle, tmp_path / "mallory.pem")
+    trusted = load_public_key(key.with_name(key.name + ".pub"))
+    found = provenance.bundle_findings(bundle, trusted_keys=[trusted])
+    assert any("not a trusted key" in f for f in found)
+    assert provenance.bundle_findings(bundle, trusted_keys=[load_public_key(tmp_path / "mallory.pem.pub")]) == []
+
+
+def test_an_unsigned_bundle_fails_when_a_trusted_key_is_required(recorded: tuple[Path, str], key: Path) -> None:
+    bundle, _ = recorded
+    found = provenance.bundle_findings(bundle, trusted_keys=[load_public_key(key)])
+    assert any("not signed" in f for f in found)
+
+
+def test_a_statement_whose_subject_digest_does_not_match_fails_verify(recorded: tuple[Path, str]) -> None:
+    bundle, run_id = recorded
+    path = bundle / provenance.statement_name(run_id)
+    statement = json.loads(path.read_text())
+    statement["subject"][0]["digest"]["sha256"] = "f" * 64
+    path.write_text(canonical_json(statement))
+    reseal_tags(bundle)  # the bag alone is consistent again; only the statement is wrong
+    result = run_cli("verify", str(bundle))
+    assert result.returncode == 1
+    assert f"{provenance.statement_name(run_id)}: subject {statement['subject'][0]['name']} has sha256" in result.stderr
+
+
+def test_an_adapter_swapped_and_resealed_is_caught_by_the_statement(recorded: tuple[Path, str]) -> None:
+    bundle, run_id = recorded
+    adapter = bundle / "data" / "runs" / run_id / "adapter" / "adapter_model.safetensors"
+    adapter.write_bytes(b"backdoored weights")
+    fmt.seal_bundle(bundle)  # manifests rewritten: the bag verifies, the provenance must not
+    found = findings(bundle)
+    assert any(f.startswith(provenance.statement_name(run_id)) and "adapter_model.safetensors" in f for f in found)
+
+
+def test_sign_then_change_a_file_fails_verify(recorded: tuple[Path, str], key: Path) -> None:
+    bundle, _ = recorded
+    sign_bundle(bundle, key)
+    (bundle / "data" / "recipe" / "config.toml").write_text(CONFIG.replace("seed = 7", "seed = 8"))
+    fmt.seal_bundle(bundle)  # even with the bag's manifests made consistent again
+    result = run_cli("verify", str(bundle))
+    assert result.returncode == 1
+    assert "provenance/bundle.dsse.json: data/recipe/config.toml changed after signing" in result.stderr
+
+
+def test_a_statement_rewritten_after_signing_fails_verify(recorded: tuple[Path, str], key: Path) -> None:
+    bundle, run_id = recorded
+    sign_bundle(bundle, key)
+    path = bundle / provenance.statement_name(run_id)
+    statement = json.loads(path.read_text())
+    statement["predicate"]["runDetails"]["builder"]["id"] = "urn:someone:else"
+    path.write_text(canonical_json(statement))
+    reseal_tags(bundle)
+    found = findings(bundle)
+    assert f"{provenance.statement_name(run_id)} changed after it was signed " \
+           f"({provenance.envelope_name(run_id)} signs other bytes)" in found
+    assert any("provenance/bundle.dsse.json" in f and "changed after signing" in f for f in found)
+
+
+def test_a_file_added_after_signing_is_reported(recorded: tuple[Path, str], key: Path) -> None:
+    bundle, _ = recorded
+    sign_bundle(bundle, key)
+    (bundle / "data" / "recipe" / "planted.py").write_text("import os\n")
+    fmt.seal_bundle(bundle)
+    assert "provenance/bundle.dsse.json: data/recipe/planted.py was added after signing" in findings(bundle)
+
+
+def test_publishing_after_signing_keeps_the_signature_valid(recorded: tuple[Path, str], key: Path) -> None:
+    bundle, run_id = recorded
+    sign_bundle(bundle, key)
+    # What `bundler push` writes after signing: the card re-rendered with the repo name, the push record.
+    fmt.record_run_file(bundle, run_id, "README.md", b"# card for org/name\n")
+    fmt.record_run_file(bundle, run_id, "publish.json", b'{"repo": "org/name"}\n')
+    assert findings(bundle) == []
+
+
+def test_a_run_added_after_signing_is_reported_until_signed_again(
+    recorded: tuple[Path, str], key: Path, tmp_path: Path
+) -> None:
+    bundle, _ = recorded
+    sign_bundle(bundle, key)
+    staged = tmp_path / "second"
+    (staged / "adapter").mkdir(parents=True)
+    (staged / "adapter" / "adapter_model.safetensors").write_bytes(b"second run")
+    second = fmt.add_run(bundle, staged, {"run.json": b'{"runner": "host"}\n'})
+    provenance.write_provenance(bundle, second)
+    found = findings(bundle)
+    assert f"{provenance.statement_name(second)} is not signed (written after `bundler sign`?)" in found
+    sign_bundle(bundle, key)
+    assert findings(bundle) == []
+
+
+def test_sign_refuses_a_bundle_that_fails_verify(recorded: tuple[Path, str], key: Path) -> None:
+    bundle, _ = recorded
+    (bundle / "data" / "recipe" / "config.toml").write_text("changed\n")
+    result = run_cli("sign", str(bundle), "--key", str(key))
+    assert result.returncode == 1
+    assert "changed payload file: data/recipe/config.toml" in result.stderr
+    assert not (bundle / provenance.BUNDLE_ENVELOPE).exists()
+
+
+def test_sign_with_a_public_key_is_an_input_error(recorded: tuple[Path, str], key: Path) -> None:
+    bundle, _ = recorded
+    result = run_cli("sign", str(bundle), "--key", str(key.with_name(key.name + ".pub")))
+    assert result.returncode == 2
+    assert "public key" in result.stderr and "hint:" in result.stderr
+
+
+def test_the_private_key_never_enters_the_bundle(recorded: tuple[Path, str], key: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from bundler.signing import load_private_key
+
+    bundle, _ = recorded
+    sign_bundle(bundle, key)
+    private = load_private_key(key)
+    raw = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                serialization.NoEncryption())
+    pem_body = b"".join(key.read_bytes().splitlines()[1:-1])
+    needles = [raw, raw.hex().encode(), base64.b64encode(raw), pem_body, b"PRIVATE KEY"]
+    for path in fmt.list_files(bundle):
+        data = path.read_bytes()
+        for needle in needles:
+            assert needle not in data, f"{path} holds private key material"
+    signer = json.loads((bundle / provenance.SIGNER).read_text())
+    assert signer["public_key"].startswith("-----BEGIN PUBLIC KEY-----")
+
+
+def test_a_signed_bundle_verifies_as_an_exported_tar(recorded: tuple[Path, str], key: Path, tmp_path: Path) -> None:
+    bundle, run_id = recorded
+    sign_bundle(bundle, key)
+    tar = tmp_path / "bundle.tar"
+    exported = run_cli("export", str(bundle), "--output", str(tar))
+    if exported.returncode != 0:
+        pytest.skip(f"export not available: {exported.stderr}")
+    assert run_cli("verify", str(tar)).returncode == 0
+
+
+@pytest.mark.slow
+def test_signed_quickstart_build_verifies_and_catches_a_changed_adapter(quickstart: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    built = run_cli("build", str(quickstart), "--out", str(out), "--json")
+    assert built.returncode == 0, built.stderr
+    run_id = json.loads(built.stdout)["run_id"]
+    assert run_cli("keygen", "--out", str(tmp_path / "k.pem")).returncode == 0
+    signed = run_cli("sign", str(out), "--key", str(tmp_path / "k.pem"))
+    assert signed.returncode == 0, signed.stderr
+    assert run_cli("verify", str(out)).returncode == 0
+    statement = json.loads((out / provenance.statement_name(run_id)).read_text())
+    names = {s["name"] for s in statement["subject"]}
+    assert f"data/runs/{run_id}/adapter/adapter_model.safetensors" in names
+    adapter = out / "data" / "runs" / run_id / "adapter" / "adapter_model.safetensors"
+    adapter.write_bytes(adapter.read_bytes()[:-1] + b"\x00")
+    result = run_cli("verify", str(out))
+    assert result.returncode == 1
+    assert "adapter_model.safetensors" in result.stderr
