@@ -168,7 +168,7 @@ def render_card(
             "[bundler](https://pypi.org/project/bundler-repro/) from a content-hashed run "
             "bundle that pins the environment, code, data splits and seeds."
         ),
-        "lineage": facts.lineage(run_id),
+        "lineage": facts.lineage(run_id) + provenance_rows(bundle_dir, run_id),
         "hyperparameters": facts.hyperparameters(),
         "determinism": facts.determinism(),
         "hardware": facts.hardware(),
@@ -187,6 +187,22 @@ def render_card(
     final = str(card)
     _refuse_leaks(final, bundle_dir)
     return RenderedCard(final, loss_png, card.data.to_dict())
+
+
+def provenance_rows(bundle_dir: Path, run_id: str) -> list[tuple[str, str]]:
+    """Lineage rows linking the run's signed in-toto statement, when `bundler sign` made one (issue 10).
+
+    `bundler push` uploads the tag area under bundle/, so the link resolves in the Hub repo.
+    """
+    envelope = f"provenance/{run_id}.intoto.dsse.json"
+    if not (bundle_dir / envelope).is_file():
+        return []
+    keyid = _json(bundle_dir / "provenance" / "signer.json").get("keyid")
+    link = f"[bundle/{envelope}](bundle/{envelope})"
+    return [
+        ("Signed provenance", _cell(f"{link} (in-toto SLSA v1 statement, DSSE ed25519)")),
+        ("Signing key", _cell(_code(keyid))),
+    ]
 
 
 def parse_card(text: str, *, strict: bool = True) -> Any:

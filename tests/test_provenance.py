@@ -386,3 +386,54 @@ def test_signed_quickstart_build_verifies_and_catches_a_changed_adapter(quicksta
     result = run_cli("verify", str(out))
     assert result.returncode == 1
     assert "adapter_model.safetensors" in result.stderr
+
+
+# --- the card and the push ---
+
+
+def test_the_card_links_the_signed_statement_only_once_signed(recorded: tuple[Path, str], key: Path) -> None:
+    from bundler.card import provenance_rows
+
+    bundle, run_id = recorded
+    assert provenance_rows(bundle, run_id) == []
+    sign_bundle(bundle, key)
+    rows = dict(provenance_rows(bundle, run_id))
+    assert f"(bundle/provenance/{run_id}.intoto.dsse.json)" in rows["Signed provenance"]
+    assert load_public_key(key).keyid in rows["Signing key"]
+
+
+def test_a_signed_run_pushes_its_signed_statement_and_still_verifies_after(tmp_path: Path, key: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+    from huggingface_hub import hf_hub_download
+
+    from bundler.publish import push_run
+    from bundler.signing import verify_envelope
+    from tests.fixtures.hub_server import HubServer
+    from tests.test_card import make_run_bundle as make_card_bundle
+
+    bundle, run_id = make_card_bundle(tmp_path / "b")
+    sign_bundle(bundle, key)
+    with HubServer(tmp_path / "hub") as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.setenv("HF_TOKEN", hub.token)
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token-here"))
+        record = push_run(bundle, "org/signed", run_id=run_id)
+
+        def fetch(path: str) -> bytes:
+            local = hf_hub_download("org/signed", path, revision=record["commit"], endpoint=hub.endpoint,
+                                    cache_dir=tmp_path / "cache", token=hub.token)
+            return Path(local).read_bytes()
+
+        envelope = json.loads(fetch(f"bundle/{provenance.envelope_name(run_id)}"))
+        readme = fetch("README.md").decode()
+        adapter = fetch("adapter_model.safetensors")
+    check = verify_envelope(envelope, load_public_key(key))
+    assert check.problem is None
+    statement = json.loads(check.payload)
+    subjects = {s["name"].rsplit("/", 1)[-1]: s["digest"]["sha256"] for s in statement["subject"]}
+    assert subjects["adapter_model.safetensors"] == fmt.sha256_bytes(adapter)  # what the Hub serves is what was signed
+    assert f"bundle/provenance/{run_id}.intoto.dsse.json" in readme
+    assert findings(bundle) == []  # the re-rendered card and publish.json are outside the signature
