@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bundler import __version__
 from bundler.atomic import atomic_write_text
-from bundler.errors import InputError, NotABundleError, VerifyFailed
+from bundler.errors import InputError, NotABundleError, SecretError, VerifyFailed
 from bundler.hashing import hash_tree, list_files, manifest_lines, sha256_bytes, sha256_file
 
 BUNDLE_FORMAT = "bundler/1"
@@ -125,7 +125,15 @@ def _write_tags(bundle: Path, payload: Mapping[str, str], extra_info: Mapping[st
 
 
 def seal_bundle(bundle: Path) -> str:
-    """Hash the payload under data/ and write the bag's tag files; return the bundle ID."""
+    """Hash the payload under data/ and write the bag's tag files; return the bundle ID.
+
+    A recipe holding a secret (a known token shape, or the value of a secret environment variable seen
+    here) is refused: the recipe is the user's input and is never silently rewritten.
+    """
+    from bundler.scrub import refuse_secrets
+
+    if (bundle / RECIPE).is_dir():
+        refuse_secrets(bundle / RECIPE, label=RECIPE)
     payload = hash_tree(bundle / PAYLOAD, prefix=PAYLOAD + "/")
     return _write_tags(bundle, payload)
 
@@ -168,10 +176,15 @@ def add_run(bundle: Path, staged_outputs: Path, annotations: Mapping[str, bytes]
 
     The run ID covers what the runtime wrote; `annotations` (run.json, ...) are added beside it.
     """
+    from bundler.scrub import scrub_text, scrub_tree, secret_values
+
+    secrets = secret_values()
+    # Run records (env.json, logs, metrics) are captured, not authored: secrets are redacted, not refused.
+    scrub_tree(staged_outputs, secrets)
     outputs = hash_tree(staged_outputs)
     run_id = run_id_for(bundle_id_of(bundle), outputs)
     for name, data in (annotations or {}).items():
-        (staged_outputs / name).write_bytes(data)
+        (staged_outputs / name).write_bytes(scrub_text(data.decode("utf-8"), secrets).encode("utf-8"))
     final = bundle / RUNS / run_id
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
@@ -192,6 +205,11 @@ def record_run_file(bundle: Path, run_id: str, name: str, data: bytes) -> Path:
         raise InputError(f"run {run_id} does not exist in {bundle}")
     target = run_dir / name
     from bundler.atomic import atomic_write_bytes
+    from bundler.scrub import find_secret_bytes, secret_values
+
+    kind = find_secret_bytes(data, secret_values(), as_text=True)
+    if kind:
+        raise SecretError(f"{target.relative_to(bundle).as_posix()} (to be written)", kind)
 
     atomic_write_bytes(target, data)
     payload = _payload_hashes(bundle)
@@ -392,8 +410,11 @@ def require_verified(bundle: Path) -> VerifyReport:
 
 def reseal_run(bundle: Path, run_id: str) -> None:
     """Re-hash one run directory into the manifests (after annotation files were written into it)."""
+    from bundler.scrub import scrub_tree
+
     run_dir = bundle / RUNS / run_id
     prefix = f"{RUNS}/{run_id}/"
+    scrub_tree(run_dir)
     payload = {p: s for p, s in _payload_hashes(bundle).items() if not p.startswith(prefix)}
     payload.update(hash_tree(run_dir, prefix=prefix))
     _write_tags(bundle, payload)
