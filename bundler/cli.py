@@ -353,3 +353,34 @@ def sign(bundle: Path, key: Path, as_json: bool) -> None:
     result = sign_bundle(bundle, key)
     runs = len(result["runs"])
     emit(result, as_json, f"signed {result['bundle_id']} with {result['keyid']} ({runs} run statement(s))")
+
+
+# --- check (check.py, runtime/check.py, issue 12) ---
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--run", "run_id", metavar="RUN_ID", help="Run whose reference outputs to compare with (default: the latest).")
+@click.option("--adapter", metavar="PATH_OR_HUB_ID",
+              help="Adapter directory, or Hub repo ORG/NAME[@REVISION] (default: the run's own adapter).")
+@click.option("--runner", type=click.Choice(["venv", "host"]), default="venv", show_default=True)
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), help="Model snapshot, when the bundle does not vendor it.")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), help="Dataset directory, when the bundle does not vendor it.")
+@click.option("--allow-drift", is_flag=True, help="host runner: check even when installed versions differ from the lock.")
+@click.option("--allow-mismatch", is_flag=True, help="Check an adapter whose files differ from the run's recorded hashes.")
+@json_option
+@handles_errors
+def check(bundle: Path, run_id: str | None, adapter: str | None, runner: str, model_dir: Path | None,
+          data_dir: Path | None, allow_drift: bool, allow_mismatch: bool, as_json: bool) -> None:
+    """Run inference with an adapter and compare with the run's reference outputs (no retraining).
+
+    IDENTICAL or EQUIVALENT exit 0; DIVERGED exits 1. Nothing is written into the bundle.
+    """
+    from bundler.check import DIVERGED, check_run, report_lines
+    from bundler.errors import CheckDiverged
+
+    report = check_run(bundle, run_id=run_id, adapter=adapter, runner=runner, allow_drift=allow_drift,
+                       allow_mismatch=allow_mismatch, model_dir=model_dir, data_dir=data_dir)
+    emit(report, as_json, "\n".join(report_lines(report)))
+    if report["verdict"] == DIVERGED:
+        if as_json:
+            sys.exit(1)
+        raise CheckDiverged(report["run_id"], "; ".join(report["problems"][:3]))

@@ -19,6 +19,9 @@
     │   ├── MissingAdapterError       the run to publish has no adapter files
     │   ├── CardMetadataError         the model card's metadata fails huggingface_hub's validation
     │   ├── HubAuthError              no Hub token, or the Hub refused it
+    │   ├── ReferenceMissingError     the run predates reference_outputs.jsonl
+    │   ├── AdapterMismatchError      an adapter's files differ from the run's recorded hashes
+    │   ├── AdapterConfigError        an adapter that does not fit the bundle's base model
     │   └── SigningKeyError           the signing or trusted key file cannot be used
     ├── EnvironmentSetupError         a runner, resolver or engine that cannot do its job
     │   ├── TrainingError             the runtime failed; its last lines are attached
@@ -26,7 +29,8 @@
     └── CheckFailed                   exit 1: the input is fine, the check it asked for failed
         ├── StaleLockError
         ├── VerifyFailed
-        └── ReplayDiverged            the replay did not reproduce the recorded run
+        ├── ReplayDiverged            the replay did not reproduce the recorded run
+        └── CheckDiverged             an adapter's outputs differ from the run's reference
 
 Classes hold structured fields and build their message in __str__; the CLI adds `hint`.
 """
@@ -385,3 +389,59 @@ class SigningKeyError(InputError):
         )
         self.key = key
         self.reason = reason
+
+
+# --- check (check.py) ---
+
+
+class ReferenceMissingError(InputError):
+    """The run has no reference_outputs.jsonl: it was made before bundler recorded them."""
+
+    def __init__(self, run_id: str):
+        super().__init__(
+            f"run {run_id[:12]} has no reference_outputs.jsonl: the run predates reference outputs",
+            "run the bundle again with this bundler (`bundler run <bundle>`) to record them, "
+            "or compare by retraining with `bundler replay`",
+        )
+        self.run_id = run_id
+
+
+class AdapterMismatchError(InputError):
+    """The adapter's files differ from the ones the run recorded (refused unless --allow-mismatch)."""
+
+    def __init__(self, source: str, run_id: str, files: Sequence[str]):
+        super().__init__(
+            f"the adapter from {source} is not the one run {run_id[:12]} produced: "
+            + ", ".join(files) + " differ(s) from the recorded sha256",
+            "check the adapter you meant (--run, --adapter, ORG/NAME@REVISION), "
+            "or pass --allow-mismatch to compare a different adapter with this run's reference",
+        )
+        self.source = source
+        self.run_id = run_id
+        self.files = list(files)
+
+
+class AdapterConfigError(InputError):
+    """The adapter's config does not fit the bundle's base model."""
+
+    def __init__(self, source: str, problem: str):
+        super().__init__(
+            f"the adapter from {source} does not match the bundle's base model: {problem}",
+            "check an adapter trained from this bundle's base model (model.json), or the bundle it came from",
+        )
+        self.source = source
+        self.problem = problem
+
+
+class CheckDiverged(CheckFailed):
+    """The adapter's outputs differ from the run's reference beyond the tolerances (exit 1)."""
+
+    def __init__(self, run_id: str, summary: str):
+        super().__init__(run_id, summary)
+        self.run_id = run_id
+        self.summary = summary
+
+    def __str__(self) -> str:
+        return f"check DIVERGED from run {self.run_id[:12]}'s reference outputs: {self.summary}"
+
+    hint = "the worst examples are listed above; `--json` gives every difference"

@@ -25,6 +25,11 @@ def content_hash(record: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def example_id(record: dict[str, Any], id_field: str | None) -> str:
+    """An example's ID as splits.json names it: the id field's value, or its content hash."""
+    return content_hash(record) if id_field is None else str(record.get(id_field))
+
+
 def read_records(path: Path, fmt: str) -> list[dict[str, Any]]:
     """Read one dataset file as a list of records (JSONL, CSV, Parquet with pyarrow)."""
     if fmt == "auto":
@@ -57,7 +62,7 @@ def load_splits(
     by_id: dict[str, dict[str, Any]] = {}
     for name in sorted(dataset["files"]):
         for record in read_records(data_dir / name, dataset.get("format", "auto")):
-            key = content_hash(record) if id_field is None else str(record.get(id_field))
+            key = example_id(record, id_field)
             by_id.setdefault(key, record)
     selected: dict[str, list[dict]] = {}
     for split, entry in sorted(splits["splits"].items()):
@@ -126,6 +131,9 @@ class ByteTokenizer:
         ids = [b + self.offset for b in text.encode("utf-8")]
         return [self.bos_token_id, *ids] if bos else ids
 
+    def decode(self, ids: list[int]) -> str:
+        return bytes(i - self.offset for i in ids if i >= self.offset).decode("utf-8", "replace")
+
 
 class HFTokenizer:
     """transformers' AutoTokenizer behind the same two-method interface as ByteTokenizer."""
@@ -145,6 +153,9 @@ class HFTokenizer:
     def encode(self, text: str, *, bos: bool) -> list[int]:
         ids = self._tok(text, add_special_tokens=False)["input_ids"]
         return [self.bos_token_id, *ids] if bos and self.bos_token_id is not None else ids
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self._tok.decode(ids, skip_special_tokens=True))
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")

@@ -165,3 +165,45 @@ def adapter_state(model: LoraModel) -> dict[str, torch.Tensor]:
 
     state = get_peft_model_state_dict(model.peft_model)
     return {k: state[k].detach().to("cpu", torch.float32).contiguous() for k in sorted(state)}
+
+
+def load_adapter(
+    model: torch.nn.Module, adapter_dir: Path, *, compute_dtype: torch.dtype
+) -> LoraModel:
+    """Load a saved adapter onto `model` the way users do (PeftModel.from_pretrained), set up as in
+    training, and refuse one whose tensors do not all land on the model unchanged."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    device = next(model.parameters()).device
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+    except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RecipeInputError(
+            f"the adapter in {adapter_dir} does not fit the base model: {first[:300]}",
+            "check the adapter against the bundle it came from: its base model, target modules and rank",
+            kind="adapter",
+        ) from None
+    for _name, module in peft_model.named_modules():
+        if hasattr(module, "lora_A"):
+            # As in apply_lora: under autocast the adapter matmuls run in the compute dtype.
+            module.cast_input_dtype_enabled = compute_dtype == torch.float32
+    peft_model.to(device)
+    peft_model.eval()
+    loaded = LoraModel(peft_model, compute_dtype, device)
+    saved = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    state = adapter_state(loaded)
+    stray = sorted(set(saved) ^ set(state))
+    changed = sorted(
+        k for k in set(saved) & set(state) if not torch.equal(saved[k].float(), state[k])
+    )
+    if stray or changed:
+        raise RecipeInputError(
+            f"the adapter in {adapter_dir} does not fit the base model: "
+            f"{len(stray)} tensor(s) without a matching layer and {len(changed)} changed on load "
+            f"(first: {(stray + changed)[0]})",
+            "check the adapter against the bundle it came from: its base model, target modules and rank",
+            kind="adapter",
+        )
+    return loaded

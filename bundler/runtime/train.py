@@ -31,6 +31,7 @@ from .modeling import (
     resolve_precision,
 )
 from .recipe import Recipe, verify_files
+from .reference import write_reference
 
 MicroBatch = tuple[torch.Tensor, torch.Tensor]
 
@@ -275,6 +276,16 @@ def run_training(
             )
         )
     adapter_sha, tensor_sha = save_adapter(model, out, recipe)
+    reference_sha, reference_seconds = write_reference(
+        out,
+        model,
+        splits,
+        data=data,
+        id_field=recipe.splits.get("id_field"),
+        tokenizer=tokenizer,
+        max_len=max_len,
+        batch_size=batch_size,
+    )
     results = {
         "schema": RESULTS_SCHEMA,
         "adapter_sha256": adapter_sha,
@@ -284,6 +295,8 @@ def run_training(
         "eval": evaluation,
         "tokens": tokens_total,
         "train_seconds": round(train_seconds, 3),
+        "reference_outputs_sha256": reference_sha,
+        "reference_seconds": round(reference_seconds, 3),
         "tokenizer": tokenizer.name,
         "precision": str(dtype).removeprefix("torch."),
         "device": device.type,
