@@ -75,7 +75,9 @@ def test_a_missing_key_file_is_an_input_error(tmp_path: Path) -> None:
         load_private_key(tmp_path / "absent.pem")
 
 
-def test_an_encrypted_key_needs_its_password_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_encrypted_key_needs_its_password_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     path = tmp_path / "enc.pem"
