@@ -418,3 +418,37 @@ def reseal_run(bundle: Path, run_id: str) -> None:
     payload = {p: s for p, s in _payload_hashes(bundle).items() if not p.startswith(prefix)}
     payload.update(hash_tree(run_dir, prefix=prefix))
     _write_tags(bundle, payload)
+
+
+def _process_start() -> float:
+    """This process's start as a UNIX time (Linux /proc), else the time this module was imported."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED
+
+
+_IMPORTED = __import__("time").time()
+
+
+def remove_stale_partials(final: Path) -> list[Path]:
+    """Remove temp dirs a killed build left beside `final` (`.NAME.*.partial`), older than this process.
+
+    atomic_dir and the run staging dirs use these names; a build killed by SIGKILL cannot clean up after
+    itself. A partial dir made after this process started may belong to a build running right now: kept.
+    """
+    if not final.parent.is_dir():
+        return []
+    started = _process_start() - 1.0  # /proc's clock ticks and btime are coarse
+    removed = []
+    for candidate in final.parent.glob(f".{final.name}.*.partial"):
+        try:
+            if candidate.is_dir() and not candidate.is_symlink() and candidate.stat().st_mtime < started:
+                shutil.rmtree(candidate)
+                removed.append(candidate)
+        except OSError:
+            continue
+    return sorted(removed)
