@@ -94,16 +94,18 @@ def init(path: Path, name: str | None) -> None:
 @click.option("--runner", type=RUNNER_CHOICE, default="venv", show_default=True, help="Where the fine-tune runs.")
 @click.option("--no-run", is_flag=True, help="Write the bundle without running the fine-tune.")
 @click.option("--no-vendor-data", is_flag=True, help="Do not copy the dataset files into data/vendor/.")
+@click.option("--vendor", is_flag=True, help="Store the locked wheels in data/vendor/wheels/ so the image rebuilds with no index.")
+@click.option("--gpus", help="docker runner: 'all' or a number of GPUs.")
 @click.option("--push", "push_repo", metavar="ORG/NAME", help="Publish the adapter and card to this Hub repo.")
 @json_option
 @handles_errors
 def build(project: Path, out: Path, allow_dirty: bool, runner: str, no_run: bool, no_vendor_data: bool,
-          push_repo: str | None, as_json: bool) -> None:
+          vendor: bool, gpus: str | None, push_repo: str | None, as_json: bool) -> None:
     """Build a bundle from PROJECT (lock check, split, pack, run, card); print the bundle ID."""
     from bundler.pipeline import build as build_bundle
 
     result = build_bundle(project, out, allow_dirty=allow_dirty, runner=runner, run=not no_run,
-                          push=push_repo, vendor_data=not no_vendor_data)
+                          push=push_repo, vendor_data=not no_vendor_data, vendor=vendor, gpus=gpus)
     emit(result.as_dict(), as_json, result.bundle_id)
 
 

@@ -15,6 +15,8 @@
     │   ├── UnresolvableRequirementsError  the resolver found no versions for the target
     │   ├── UnknownImageError         image not in the catalog, or unknown to the registry
     │   ├── WheelHashMismatchError    a wheel whose sha256 the lock does not allow
+    │   ├── OutputNotWritableError    the bundle sits on a read-only filesystem
+    │   ├── BaseImageUnavailableError the pinned base image digest is gone from the registry
     │   ├── InvalidRepoIdError        --repo is not a Hub repo ID (ORG/NAME)
     │   ├── MissingAdapterError       the run to publish has no adapter files
     │   ├── CardMetadataError         the model card's metadata fails huggingface_hub's validation
@@ -24,6 +26,8 @@
     │   ├── AdapterConfigError        an adapter that does not fit the bundle's base model
     │   └── SigningKeyError           the signing or trusted key file cannot be used
     ├── EnvironmentSetupError         a runner, resolver or engine that cannot do its job
+    │   ├── EngineUnavailableError    no Docker engine answers, or no NVIDIA runtime for --gpus
+    │   ├── DriverTooOldError         the NVIDIA driver is older than the image's CUDA needs
     │   ├── TrainingError             the runtime failed; its last lines are attached
     │   └── HubUnavailableError       the Hub kept failing (5xx, network) after bounded retries
     └── CheckFailed                   exit 1: the input is fine, the check it asked for failed
@@ -445,3 +449,54 @@ class CheckDiverged(CheckFailed):
         return f"check DIVERGED from run {self.run_id[:12]}'s reference outputs: {self.summary}"
 
     hint = "the worst examples are listed above; `--json` gives every difference"
+
+
+# --- runners (runners/) ---
+
+
+class OutputNotWritableError(InputError):
+    """The bundle (where the run's outputs go) is on a read-only or otherwise unwritable filesystem."""
+
+    def __init__(self, bundle: Path, reason: str):
+        super().__init__(
+            f"cannot write a run into {bundle}: {reason}",
+            "copy the bundle to a writable place first (`bundler export` then `bundler import --out DIR`)",
+        )
+        self.bundle = bundle
+        self.reason = reason
+
+
+class BaseImageUnavailableError(InputError):
+    """The base image the bundle pins by digest is neither local nor in the registry any more."""
+
+    def __init__(self, reference: str, digest: str, registry_said: str):
+        super().__init__(
+            f"the base image {reference}@{digest} is not available: {registry_said}",
+            "the registry no longer holds this digest: `docker load` a saved copy of the base image and run "
+            "again (a bundle made with `bundler build --vendor` then rebuilds with no index), or rebuild the "
+            "project after `bundler lock` pins a digest the registry has",
+        )
+        self.reference = reference
+        self.digest = digest
+        self.registry_said = registry_said
+
+
+class EngineUnavailableError(EnvironmentSetupError):
+    """The Docker engine does not answer, or cannot give the container the GPUs it needs."""
+
+    def __init__(self, reason: str, hint: str):
+        super().__init__(reason, hint)
+        self.reason = reason
+
+
+class DriverTooOldError(EnvironmentSetupError):
+    """The NVIDIA driver on this machine is older than the base image's CUDA needs."""
+
+    def __init__(self, installed: str, required: str, cuda: str):
+        super().__init__(
+            f"the NVIDIA driver {installed} is older than {required}, which CUDA {cuda} in the base image needs",
+            "update the driver, or pick a catalog image with an older CUDA (`environment.image`) and `bundler lock`",
+        )
+        self.installed = installed
+        self.required = required
+        self.cuda = cuda

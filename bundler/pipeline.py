@@ -119,6 +119,14 @@ def vendor_dataset(bundle: Path, data_dir: Path) -> Path:
     return target
 
 
+def vendor_wheels(bundle: Path) -> Path:
+    """Store the lock's wheels (checked against its hashes) in data/vendor/wheels/: a rebuild needs no index."""
+    from bundler.wheelhouse import download_wheelhouse
+
+    ui.stage("vendoring the locked wheels into data/vendor/wheels/")
+    return download_wheelhouse(bundle / RECIPE / "requirements.lock", bundle / VENDOR / "wheels")
+
+
 def locate_inputs(bundle: Path, model_dir: Path | None, data_dir: Path | None, runner: str) -> tuple[Path, Path]:
     """Find the model snapshot and dataset for running a finished bundle: vendored, given, or re-made."""
     import json
@@ -160,6 +168,8 @@ def build(
     run: bool = True,
     push: str | None = None,
     vendor_data: bool = True,
+    vendor: bool = False,
+    gpus: str | None = None,
 ) -> BuildResult:
     """Build a bundle from the project at `project` into `out` (atomically) and, unless run=False, run it."""
     project = project.resolve()
@@ -172,11 +182,13 @@ def build(
         model_dir, data_dir = write_recipe(config, project, work / RECIPE, allow_dirty=allow_dirty, runner=runner)
         if vendor_data:
             data_dir = vendor_dataset(work, data_dir)
+        if vendor:
+            vendor_wheels(work)
         bundle_id = seal_bundle(work)
         ui.stage(f"bundle {bundle_id[:12]} sealed")
         run_id = None
         if run:
-            run_id = run_bundle(work, runner=runner, model_dir=model_dir, data_dir=data_dir)
+            run_id = run_bundle(work, runner=runner, model_dir=model_dir, data_dir=data_dir, gpus=gpus)
     publish = None
     if push and run_id:
         from bundler.publish import push_run
@@ -207,4 +219,7 @@ def run_bundle(
     ui.stage(f"run {run_id[:12]} recorded; writing the model card")
     write_card(bundle, run_id)
     reseal_run(bundle, run_id)
+    from bundler.provenance import write_provenance
+
+    write_provenance(bundle, run_id)
     return run_id

@@ -79,31 +79,80 @@ def runtime_env(runner: str, request: RunRequest, image_digest: str = "") -> dic
     return env
 
 
+class RuntimeLog:
+    """The runtime's output, line by line: events drive the progress bar, BUNDLER_ERROR becomes a bundler error.
+
+    Every runner feeds its child's (or container's) lines through one of these, so a step, an input error
+    and a crash read the same whichever runner ran it.
+    """
+
+    def __init__(self, progress: object) -> None:
+        self.progress = progress
+        self.tail: list[str] = []
+        self.error: dict[str, str] | None = None
+
+    def feed(self, line: str) -> None:
+        from bundler import ui
+
+        line = line.rstrip("\r\n")
+        if line.startswith(EVENT_PREFIX):
+            try:
+                event = json.loads(line[len(EVENT_PREFIX):])
+            except ValueError:
+                event = {}
+            if event.get("event") == "step":
+                self.progress.update(event["step"], event["max_steps"], event.get("loss"))  # type: ignore[attr-defined]
+            return
+        if line.startswith(ERROR_PREFIX):
+            try:
+                self.error = json.loads(line[len(ERROR_PREFIX):])
+            except ValueError:
+                self.error = {"message": line[len(ERROR_PREFIX):]}
+            return
+        self.tail = (self.tail + [line])[-40:]
+        if os.environ.get("BUNDLER_DEBUG"):
+            ui.info(line)
+
+    def finish(self, code: int) -> None:
+        """Raise the bundler error the exit code and the output call for; return on success."""
+        if code == 0:
+            return
+        if self.error is not None:
+            raise InputError(self.error.get("message", "the runtime refused its input"), self.error.get("hint", ""))
+        raise TrainingError(
+            f"the runtime exited with code {code}; last lines:\n" + "\n".join(self.tail[-15:]), "\n".join(self.tail)
+        )
+
+
+class LineSplitter:
+    """Turn a stream of byte chunks (container logs arrive in arbitrary pieces) into whole text lines."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> list[str]:
+        self._pending += chunk
+        *lines, self._pending = self._pending.split(b"\n")
+        return [line.decode("utf-8", "replace") for line in lines]
+
+    def flush(self) -> list[str]:
+        rest, self._pending = self._pending, b""
+        return [rest.decode("utf-8", "replace")] if rest else []
+
+
 def stream_runtime(command: Sequence[str], env: Mapping[str, str], cwd: Path, label: str) -> None:
     """Run the runtime, turn its events into a progress bar and its errors into bundler errors."""
     from bundler import ui
 
-    tail: list[str] = []
-    error: dict[str, str] | None = None
     with ui.StepProgress(label) as progress:
+        log = RuntimeLog(progress)
         process = subprocess.Popen(
             list(command), env=dict(env), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         assert process.stdout is not None
         try:
             for line in process.stdout:
-                line = line.rstrip("\n")
-                if line.startswith(EVENT_PREFIX):
-                    event = json.loads(line[len(EVENT_PREFIX):])
-                    if event.get("event") == "step":
-                        progress.update(event["step"], event["max_steps"], event.get("loss"))
-                    continue
-                if line.startswith(ERROR_PREFIX):
-                    error = json.loads(line[len(ERROR_PREFIX):])
-                    continue
-                tail = (tail + [line])[-40:]
-                if os.environ.get("BUNDLER_DEBUG"):
-                    ui.info(line)
+                log.feed(line)
             code = process.wait()
         except BaseException:
             process.terminate()
@@ -112,16 +161,23 @@ def stream_runtime(command: Sequence[str], env: Mapping[str, str], cwd: Path, la
             except subprocess.TimeoutExpired:
                 process.kill()
             raise
-    if code == 0:
-        return
-    if error is not None:
-        raise InputError(error.get("message", "the runtime refused its input"), error.get("hint", ""))
-    raise TrainingError(f"the runtime exited with code {code}; last lines:\n" + "\n".join(tail[-15:]), "\n".join(tail))
+    log.finish(code)
 
 
 def staging_dir(bundle: Path) -> Path:
-    """A fresh output directory on the bundle's filesystem, outside the bag, renamed into the bag at the end."""
-    return Path(tempfile.mkdtemp(prefix=f".{bundle.name}.run-", suffix=".partial", dir=bundle.parent))
+    """A fresh output directory on the bundle's filesystem, outside the bag, renamed into the bag at the end.
+
+    Both the staging place and the bundle's data/ must take writes; a read-only filesystem is refused here,
+    before any image is built or step is trained.
+    """
+    from bundler.errors import OutputNotWritableError
+
+    try:
+        with tempfile.TemporaryFile(dir=bundle / bundle_format.PAYLOAD):
+            pass
+        return Path(tempfile.mkdtemp(prefix=f".{bundle.name}.run-", suffix=".partial", dir=bundle.parent))
+    except OSError as exc:
+        raise OutputNotWritableError(bundle, exc.strerror or str(exc)) from None
 
 
 def finish_run(request: RunRequest, staged: Path, runner: str, started: float, details: Mapping[str, object]) -> str:
