@@ -137,14 +137,24 @@ def run(bundle: Path, runner: str, model_dir: Path | None, data_dir: Path | None
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--key", "trusted_keys", multiple=True, type=click.Path(path_type=Path),
+              help="A public key the signatures must come from (repeatable); without it, the recorded signer is checked.")
 @json_option
 @handles_errors
-def verify(bundle: Path, as_json: bool) -> None:
+def verify(bundle: Path, trusted_keys: tuple[Path, ...], as_json: bool) -> None:
     """Re-hash every file of BUNDLE; exit 1 naming each changed, missing, extra or renamed file."""
     from bundler.bundle import verify_bundle
-    from bundler.errors import VerifyFailed
+    from bundler.errors import InputError, VerifyFailed
 
     report = verify_bundle(bundle)
+    if trusted_keys:
+        if not bundle.is_dir():
+            raise InputError("--key checks a bundle directory", "import the archive first: `bundler import X.tar --out DIR`")
+        from bundler.provenance import bundle_findings
+        from bundler.signing import load_public_key
+
+        keys = [load_public_key(k) for k in trusted_keys]
+        report.findings += [f for f in bundle_findings(bundle, keys) if "trusted key" in f or "not signed" in f]
     if as_json:
         emit(report.as_dict(), True, "")
         if not report.ok:
@@ -219,28 +229,40 @@ def split(project: Path, out: Path | None, as_json: bool) -> None:
 @json_option
 @handles_errors
 def lock(project: Path, check: bool, offline: bool, as_json: bool) -> None:
-    """Write requirements.lock (hashes, for the target image) and image.lock.json (base image digest)."""
-    from bundler import images
+    """Write requirements.lock (hashes, for the target image), image.lock.json (base image digest) and,
+    for a Hub base model, model.lock.json (its commit and the sha256 of every file a load reads)."""
+    from bundler import images, models
     from bundler import lock as locking
     from bundler.config import load_config
 
-    env = load_config(project).environment
+    config = load_config(project)
+    env = config.environment
     project_dir = project if project.is_dir() else project.parent
+    from_hub = config.model.source == "hub"
     if check:
         status = locking.check_lock(project_dir, env)
+        model_lock = models.read_model_lock(project_dir, config) if from_hub else None
         emit({"schema": "bundler.lock-check/1", "lock": str(status.lock), "fresh": True,
-              "input_sha256": status.input_sha256, "lock_sha256": status.lock_sha256},
-             as_json, f"{status.lock} is fresh")
+              "input_sha256": status.input_sha256, "lock_sha256": status.lock_sha256,
+              "model_commit": model_lock["commit"] if model_lock else None},
+             as_json, f"{status.lock} is fresh" + (f"\n{models.MODEL_LOCK} pins {config.model.id}@"
+                                                    f"{model_lock['commit']}" if model_lock else ""))
         return
+    # The model first: a wrong repo or revision fails in a second, not after a dependency resolution.
+    model_path, model_lock = models.write_model_lock(project_dir, config, offline=offline) if from_hub else (None, None)
     result = locking.write_lock(project_dir, env, offline=offline)
     record = images.write_image_lock(project_dir, env, offline=offline)
+    pinned_model = f"\npinned {config.model.id}@{model_lock['commit']} in {model_path}" if model_lock else ""
     emit({"schema": "bundler.lock/1", "lock": str(result.lock), "lock_sha256": result.lock_sha256,
           "input_sha256": result.input_sha256, "resolver": result.resolver,
           "resolver_version": result.resolver_version, "cached": result.cached,
           "added_runtime": list(result.added_runtime), "variants": result.variants,
-          "image": record["reference"], "image_digest": record["digest"]},
+          "image": record["reference"], "image_digest": record["digest"],
+          "model_lock": str(model_path) if model_path else None,
+          "model_commit": model_lock["commit"] if model_lock else None,
+          "model_files": len(model_lock["files"]) if model_lock else None},
          as_json, f"wrote {result.lock}{' (cached)' if result.cached else ''}\n"
-                  f"pinned {record['reference']}@{record['digest']}")
+                  f"pinned {record['reference']}@{record['digest']}{pinned_model}")
 
 
 # --- export / import / diff (archive.py, diff.py, issue 5) ---

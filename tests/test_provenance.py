@@ -437,3 +437,17 @@ def test_a_signed_run_pushes_its_signed_statement_and_still_verifies_after(tmp_p
     assert subjects["adapter_model.safetensors"] == fmt.sha256_bytes(adapter)  # what the Hub serves is what was signed
     assert f"bundle/provenance/{run_id}.intoto.dsse.json" in readme
     assert findings(bundle) == []  # the re-rendered card and publish.json are outside the signature
+
+
+def test_verify_cli_with_a_trusted_key_refuses_a_bundle_resigned_by_another(
+    recorded: tuple[Path, str], key: Path, tmp_path: Path
+) -> None:
+    bundle, _ = recorded
+    sign_bundle(bundle, key)
+    trusted = key.with_name(key.name + ".pub")
+    assert run_cli("verify", str(bundle), "--key", str(trusted)).returncode == 0
+    generate_key(tmp_path / "mallory.pem")
+    sign_bundle(bundle, tmp_path / "mallory.pem")
+    assert run_cli("verify", str(bundle)).returncode == 0, "self-consistent: only a trusted key can tell"
+    refused = run_cli("verify", str(bundle), "--key", str(trusted))
+    assert refused.returncode == 1 and "trusted key" in refused.stderr
