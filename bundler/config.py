@@ -82,8 +82,14 @@ class ModelConfig(Section):
         return self
 
 
+HUB_DATASET_PREFIXES = ("hf://", "hub:", "hf:")
+
+
 class DataConfig(Section):
-    path: str
+    path: str = Field(description="a file or directory, or a Hub dataset: hf://datasets/ORG/NAME[/path or glob]")
+    revision: str | None = Field(
+        default=None, description="Hub datasets only: branch, tag or commit sha (default main); recorded as a commit"
+    )
     format: Literal["auto", "jsonl", "csv", "parquet"] = "auto"
     id_field: str | None = "id"
     prompt_field: str = "prompt"
@@ -98,6 +104,12 @@ class DataConfig(Section):
         if "{prompt}" not in v:
             raise ValueError("prompt_template must contain {prompt}")
         return v
+
+    @model_validator(mode="after")
+    def _revision_is_for_hub(self) -> DataConfig:
+        if self.revision is not None and not self.path.startswith(HUB_DATASET_PREFIXES):
+            raise ValueError("revision applies to Hub datasets only (path = 'hf://datasets/ORG/NAME')")
+        return self
 
 
 class SplitConfig(Section):

@@ -6,15 +6,17 @@ the CLI never pays for the import unless it reads records.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from bundler.config import BundleConfig
-from bundler.errors import DatasetError, InputError
+from bundler.config import HUB_DATASET_PREFIXES, BundleConfig
+from bundler.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,10 @@ _SUFFIXES: dict[str, str] = {
     ".parquet": "parquet",
 }
 _BUILDERS = {"jsonl": "json", "csv": "csv", "parquet": "parquet"}
-_HUB_PREFIXES = ("hf://", "hub:", "hf:")
+_HUB_DATASET = re.compile(
+    r"^(?:hf://datasets/|hub:|hf:(?!//))(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+?)(?:@(?P<rev>[^/]+))?(?:/(?P<path>.*))?$"
+)
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,8 @@ class DatasetFiles:
     data_dir: Path
     files: dict[str, Path]
     sha256: dict[str, str]
+    hub_id: str | None = None  # Hub datasets: ORG/NAME
+    revision: str | None = None  # Hub datasets: the commit sha the revision resolved to
 
 
 @dataclass(frozen=True)
@@ -66,12 +73,8 @@ def sha256_of(path: Path) -> str:
 def find_dataset_files(config: BundleConfig, project_dir: Path) -> DatasetFiles:
     """Resolve data.path (a file, or a directory of same-format files) against project_dir."""
     spec = config.data.path
-    if spec.startswith(_HUB_PREFIXES):
-        raise InputError(
-            f"data.path {spec!r} names a Hub dataset; loading from the Hub is not supported yet",
-            "download the dataset files (e.g. with `huggingface-cli download --repo-type dataset`) "
-            "and point data.path at the local JSONL, CSV or Parquet file",
-        )
+    if spec.startswith(HUB_DATASET_PREFIXES):
+        return find_hub_dataset_files(config)
     path = Path(spec).expanduser()
     if not path.is_absolute():
         path = project_dir / path
@@ -124,6 +127,75 @@ def _format_of(configured: str, candidates: Sequence[Path], spec: str) -> str:
     return found.pop()  # type: ignore[return-value]
 
 
+def dataset_dir(config: BundleConfig, project_dir: Path) -> Path:
+    """The directory the dataset.json file names are relative to (the runtime's BUNDLER_DATA_DIR)."""
+    return find_dataset_files(config, project_dir).data_dir
+
+
+def find_hub_dataset_files(config: BundleConfig) -> DatasetFiles:
+    """Resolve data.path = hf://datasets/ORG/NAME[@REV][/PATH or GLOB] to a commit, fetch its files, check them.
+
+    Each file must match the Hub's metadata at that commit (an LFS file's sha256, else its git blob
+    sha1) before it is read; dataset.json then records the commit and every file's sha256.
+    """
+    from bundler import hub
+
+    spec = config.data.path
+    match = _HUB_DATASET.match(spec)
+    if match is None:
+        raise DatasetError(
+            f"data.path {spec!r} is not a Hub dataset path",
+            "write it as hf://datasets/ORG/NAME, optionally followed by /PATH (a file, folder or glob) in the repo",
+        )
+    repo_id, inline, inside = match["repo"], match["rev"], (match["path"] or "").strip("/")
+    if inline and config.data.revision and inline != config.data.revision:
+        raise DatasetError(
+            f"data.path pins revision {inline!r} but data.revision says {config.data.revision!r}",
+            "give the revision once: in data.revision, or as @REV in data.path",
+        )
+    revision = inline or config.data.revision or "main"
+    pinned = hub.resolve_revision(repo_id, "dataset", revision)
+    if not _COMMIT.match(revision):
+        log.warning(
+            "data.revision %r of %s resolved to commit %s (recorded in dataset.json); "
+            "set data.revision to that sha to pin the project to it",
+            revision, repo_id, pinned.commit,
+        )
+    chosen = _hub_candidates(list(pinned.files), inside)
+    where = f"{spec} at commit {pinned.commit[:12]}"
+    if not chosen:
+        raise DatasetError(
+            f"no JSONL, CSV or Parquet files in {where}",
+            "point data.path at the folder, file or glob in the repo that holds the data",
+        )
+    fmt = _format_of(config.data.format, [PurePosixPath(p) for p in chosen], spec)  # type: ignore[misc]
+    chosen = [p for p in chosen if _SUFFIXES.get(PurePosixPath(p).suffix.lower(), fmt) == fmt]
+    if not chosen:
+        raise DatasetError(f"no {fmt} files in {where}", "check data.format and data.path")
+    directory, sha256 = hub.fetch_files(pinned, chosen)
+    return DatasetFiles(
+        source=f"hf://datasets/{repo_id}",
+        format=fmt,
+        data_dir=directory,
+        files={name: directory / name for name in chosen},
+        sha256=sha256,
+        hub_id=repo_id,
+        revision=pinned.commit,
+    )
+
+
+def _hub_candidates(paths: list[str], inside: str) -> list[str]:
+    """The repo's data files under `inside` (a file, folder or glob); hidden files never count."""
+    visible = [p for p in paths if not any(part.startswith(".") for part in p.split("/"))]
+    if inside in visible:
+        return [inside]  # named exactly: the format check decides whether it can be read
+    if any(c in inside for c in "*?["):
+        chosen = [p for p in visible if fnmatch.fnmatchcase(p, inside)]
+    else:
+        chosen = [p for p in visible if not inside or p.startswith(inside + "/")]
+    return sorted(p for p in chosen if PurePosixPath(p).suffix.lower() in _SUFFIXES)
+
+
 def describe_dataset(config: BundleConfig, project_dir: Path) -> dict[str, Any]:
     """Return dataset.json: format, the configured source string and the sha256 of each file."""
     found = find_dataset_files(config, project_dir)
@@ -131,12 +203,15 @@ def describe_dataset(config: BundleConfig, project_dir: Path) -> dict[str, Any]:
 
 
 def _description(found: DatasetFiles) -> dict[str, Any]:
-    return {
+    description = {
         "schema": DATASET_SCHEMA,
         "format": found.format,
         "source": found.source,
         "files": dict(sorted(found.sha256.items())),
     }
+    if found.hub_id is not None:  # the card lists the dataset on the Hub from "hub_id"
+        description.update(hub_id=found.hub_id, revision=found.revision)
+    return description
 
 
 def load_records(config: BundleConfig, project_dir: Path) -> DatasetRecords:

@@ -21,6 +21,10 @@
     │   ├── MissingAdapterError       the run to publish has no adapter files
     │   ├── CardMetadataError         the model card's metadata fails huggingface_hub's validation
     │   ├── HubAuthError              no Hub token, or the Hub refused it
+    │   ├── HubRepoNotFoundError      no such Hub repo, or a private one and no token that may read it
+    │   ├── HubRevisionNotFoundError  the repo has no such branch, tag or commit
+    │   ├── HubAccessError            the Hub refused the token for a repo to download
+    │   ├── HubFileMismatchError      a downloaded file differs from its recorded sha256
     │   ├── ReferenceMissingError     the run predates reference_outputs.jsonl
     │   ├── AdapterMismatchError      an adapter's files differ from the run's recorded hashes
     │   ├── AdapterConfigError        an adapter that does not fit the bundle's base model
@@ -32,6 +36,7 @@
     │   └── HubUnavailableError       the Hub kept failing (5xx, network) after bounded retries
     └── CheckFailed                   exit 1: the input is fine, the check it asked for failed
         ├── StaleLockError
+        ├── ModelLockStaleError       model.lock.json pins another model id or revision
         ├── VerifyFailed
         ├── ReplayDiverged            the replay did not reproduce the recorded run
         └── CheckDiverged             an adapter's outputs differ from the run's reference
@@ -500,3 +505,88 @@ class DriverTooOldError(EnvironmentSetupError):
         self.installed = installed
         self.required = required
         self.cuda = cuda
+
+
+# --- Hub inputs (hub.py, models.py, datasource.py: base models and datasets read from the Hub) ---
+
+
+class HubRepoNotFoundError(InputError):
+    """The Hub knows no such repo, or it is private and the request carried no token that may read it."""
+
+    def __init__(self, repo_id: str, repo_type: str, endpoint: str, has_token: bool):
+        if has_token:
+            message = f"{endpoint}: no {repo_type} repo {repo_id!r}, or the token given cannot read it"
+            hint = "check the ID ([model] id, or data.path); for a private repo use a token with read access to it"
+        else:
+            message = f"{endpoint}: no {repo_type} repo {repo_id!r}, or it is private and no token was given"
+            hint = (
+                "check the ID ([model] id, or data.path); for a private repo set HF_TOKEN (or run "
+                "`hf auth login`) with read access"
+            )
+        super().__init__(message, hint)
+        self.repo_id = repo_id
+        self.repo_type = repo_type
+        self.endpoint = endpoint
+        self.has_token = has_token
+
+
+class HubRevisionNotFoundError(InputError):
+    """The repo exists but has no branch, tag or commit of that name."""
+
+    def __init__(self, repo_id: str, repo_type: str, revision: str, endpoint: str):
+        super().__init__(
+            f"{endpoint}: {repo_type} repo {repo_id!r} has no revision {revision!r}",
+            "set [model] revision (or data.revision) to a branch, tag or full commit sha the repo has",
+        )
+        self.repo_id = repo_id
+        self.repo_type = repo_type
+        self.revision = revision
+        self.endpoint = endpoint
+
+
+class HubAccessError(InputError):
+    """The Hub refused to let this token read the repo (bad token, no access, gated repo)."""
+
+    def __init__(self, repo_id: str, repo_type: str, endpoint: str, reason: str):
+        super().__init__(
+            f"{endpoint}: cannot read {repo_type} repo {repo_id!r}: {reason}",
+            f"set HF_TOKEN to a token with read access to {repo_id} (or run `hf auth login`)",
+        )
+        self.repo_id = repo_id
+        self.repo_type = repo_type
+        self.endpoint = endpoint
+        self.reason = reason
+
+
+class HubFileMismatchError(InputError):
+    """Downloaded files differ from the sha256 recorded for them (model.lock.json or the Hub's metadata)."""
+
+    def __init__(self, repo_id: str, commit: str, mismatches: Sequence[tuple[str, str, str]]):
+        shown = "; ".join(f"{path} (expected {want[:16]}, got {got[:16]})" for path, want, got in mismatches[:10])
+        super().__init__(
+            f"{repo_id}@{commit[:12]}: {len(mismatches)} file(s) do not match their recorded hash: {shown}",
+            "nothing was kept; if the repo was rewritten on purpose run `bundler lock` again to pin it anew, "
+            "otherwise treat the source (or a proxy in between) as tampered",
+        )
+        self.repo_id = repo_id
+        self.commit = commit
+        self.mismatches = list(mismatches)
+
+
+class ModelLockStaleError(CheckFailed):
+    """model.lock.json pins a different model (id or revision) than bundle.toml asks for."""
+
+    def __init__(self, lock: Path, field_name: str, locked: str | None, configured: str):
+        super().__init__(lock, field_name, locked, configured)
+        self.lock = lock
+        self.field_name = field_name
+        self.locked = locked
+        self.configured = configured
+
+    def __str__(self) -> str:
+        return (
+            f"{self.lock} is stale: it pins [model] {self.field_name} = {self.locked!r}, "
+            f"bundle.toml asks for {self.configured!r}"
+        )
+
+    hint = "run `bundler lock` to pin the model bundle.toml names, then commit model.lock.json"

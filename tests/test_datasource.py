@@ -121,10 +121,11 @@ def test_unusable_data_is_a_dataset_error(
     assert caught.value.hint
 
 
-def test_a_hub_dataset_is_refused_with_a_next_step(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="Hub dataset") as caught:
-        load_records(make_config("hf://datasets/org/name@abc123"), tmp_path)
-    assert "download" in caught.value.hint
+def test_a_hub_path_that_names_no_dataset_is_refused_with_a_next_step(tmp_path: Path) -> None:
+    # Hub datasets themselves load (tests/test_hub_inputs.py, against a local Hub server).
+    with pytest.raises(InputError, match="not a Hub dataset path") as caught:
+        load_records(make_config("hf://org/name"), tmp_path)
+    assert "hf://datasets/ORG/NAME" in caught.value.hint
 
 
 def test_loading_leaves_no_cache_in_the_project(tmp_path: Path) -> None:
