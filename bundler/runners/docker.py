@@ -259,6 +259,27 @@ def run_kwargs(
     }
 
 
+def container_process(dockerfile: str, kwargs: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """The command and environment the container's process starts with: the final stage's ENTRYPOINT and
+    ENV from the rendered Dockerfile, overlaid with the run's `environment` (what the engine does)."""
+    import shlex
+
+    final = dockerfile.rsplit("\nFROM ", 1)[-1]
+    logical = re.sub(r"\\\n\s*", " ", final)
+    env: dict[str, str] = {}
+    command: list[str] = []
+    for line in logical.splitlines():
+        keyword, _, rest = line.strip().partition(" ")
+        if keyword == "ENV":
+            for pair in shlex.split(rest):
+                name, _, value = pair.partition("=")
+                env[name] = value
+        elif keyword == "ENTRYPOINT":
+            command = json.loads(rest)
+    env.update(kwargs.get("environment") or {})
+    return command, env
+
+
 @contextlib.contextmanager
 def sigterm_interrupts() -> Iterator[None]:
     """Turn SIGTERM into KeyboardInterrupt while a container runs, so both take the same cleanup path."""
@@ -391,6 +412,8 @@ def run_docker(request: RunRequest) -> str:
                 },
                 "gpus": request.gpus,
                 "user": kwargs["user"],
+                "network": kwargs["network_mode"],
+                "command": container_process((recipe / "Dockerfile").read_text(encoding="utf-8"), kwargs)[0],
                 **made,
             }
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from importlib import metadata
+from pathlib import Path
 
 from bundler.bundle import RECIPE
 from bundler.errors import InputError
@@ -32,6 +33,14 @@ def lock_drift(lock_text: str) -> list[dict[str, str | None]]:
     return drift
 
 
+def host_invocation(request: RunRequest, out: Path) -> tuple[list[str], dict[str, str]]:
+    """The command and environment the host runner starts the runtime with (the container mirrors them)."""
+    recipe = request.bundle / RECIPE
+    env = runtime_env("host", request)
+    env["PYTHONPATH"] = str(recipe)
+    return [sys.executable, "-m", "runtime", str(recipe), str(out)], env
+
+
 def run_host(request: RunRequest) -> str:
     recipe = request.bundle / RECIPE
     drift = lock_drift((recipe / "requirements.lock").read_text(encoding="utf-8"))
@@ -44,9 +53,8 @@ def run_host(request: RunRequest) -> str:
     staged = staging_dir(request.bundle)
     started = time.time()
     try:
-        env = runtime_env("host", request)
-        env["PYTHONPATH"] = str(recipe)
-        stream_runtime([sys.executable, "-m", "runtime", str(recipe), str(staged)], env, staged, "training")
+        command, env = host_invocation(request, staged)
+        stream_runtime(command, env, staged, "training")
         return finish_run(request, staged, "host", started, {"allow_drift": request.allow_drift, "drift": drift})
     except BaseException:
         discard(staged)

@@ -63,7 +63,8 @@ def run_venv(request: RunRequest) -> str:
         env = runtime_env("venv", request)
         env["PYTHONPATH"] = str(recipe)
         stream_runtime([str(venv_python(venv)), "-m", "runtime", str(recipe), str(staged)], env, staged, "training")
-        return finish_run(request, staged, "venv", started, {"environment": {"venv_lock_sha256": sha256_file(recipe / "requirements.lock")}})
+        details = {"environment": {"venv_lock_sha256": sha256_file(recipe / "requirements.lock")}}
+        return finish_run(request, staged, "venv", started, details)
     except BaseException:
         discard(staged)
         raise
@@ -75,4 +76,6 @@ def run_module(lock: Path, module_args: list[str], pythonpath: Path) -> None:
     env = {**os.environ, **{"PYTHONPATH": str(pythonpath), "PYTHONHASHSEED": "0"}}
     result = subprocess.run([str(venv_python(venv)), "-m", *module_args], env=env, capture_output=True, text=True)
     if result.returncode != 0:
-        raise EnvironmentSetupError(f"`python -m {' '.join(module_args[:1])}` failed in the locked venv:\n{result.stderr[-2000:]}")
+        raise EnvironmentSetupError(
+            f"`python -m {' '.join(module_args[:1])}` failed in the locked venv:\n{result.stderr[-2000:]}"
+        )
