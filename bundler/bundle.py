@@ -437,14 +437,16 @@ _IMPORTED = __import__("time").time()
 def remove_stale_partials(final: Path) -> list[Path]:
     """Remove temp dirs a killed build left beside `final` (`.NAME.*.partial`), older than this process.
 
-    atomic_dir and the run staging dirs use these names; a build killed by SIGKILL cannot clean up after
+    atomic_dir and the runners' staging dirs use these names; a build killed by SIGKILL cannot clean up after
     itself. A partial dir made after this process started may belong to a build running right now: kept.
     """
     if not final.parent.is_dir():
         return []
     started = _process_start() - 1.0  # /proc's clock ticks and btime are coarse
     removed = []
-    for candidate in final.parent.glob(f".{final.name}.*.partial"):
+    # `..NAME.*.partial`: a run's staging dir beside a build's own temp dir (runners.staging_dir).
+    candidates = [*final.parent.glob(f".{final.name}.*.partial"), *final.parent.glob(f"..{final.name}.*.partial")]
+    for candidate in candidates:
         try:
             if candidate.is_dir() and not candidate.is_symlink() and candidate.stat().st_mtime < started:
                 shutil.rmtree(candidate)
