@@ -11,6 +11,7 @@ from bundler.atomic import atomic_write_bytes, atomic_write_text
 from bundler.hashing import canonical_json
 
 VERDICT_COLORS = {"IDENTICAL": "green", "EQUIVALENT": "yellow", "DIVERGED": "red"}
+DIVERGENCE_COLOR = "#d62728"  # used for nothing else in the overlay, so the mark can be found in its pixels
 REPORT_FILES = ("report.json", "loss_overlay.png", "report.html")
 
 
@@ -126,7 +127,7 @@ def render_overlay_png(report: dict[str, Any]) -> bytes:
             top.plot([s for s, _ in replay], [v for _, v in replay], label="replay train loss",
                      color="#ff7f0e", linestyle="--", linewidth=1.2)
         for key, label, color in (("recorded_eval", "recorded val loss", "#2ca02c"),
-                                  ("replay_eval", "replay val loss", "#d62728")):
+                                  ("replay_eval", "replay val loss", "#8c564b")):
             points = curves.get(key) or []
             if points:
                 top.plot([s for s, _ in points], [v for _, v in points], label=label, color=color,
@@ -134,9 +135,9 @@ def render_overlay_png(report: dict[str, Any]) -> bytes:
         step = divergence.get("step")
         if isinstance(step, int):
             for axes in (top, bottom):
-                axes.axvline(step, color="#d62728", linestyle=":", linewidth=1.5)
+                axes.axvline(step, color=DIVERGENCE_COLOR, linestyle="-", linewidth=1.5)
             top.annotate(f"first divergence: step {step} ({divergence.get('field')})", xy=(step, top.get_ylim()[1]),
-                         xytext=(4, -14), textcoords="offset points", color="#d62728", fontsize=8)
+                         xytext=(4, -14), textcoords="offset points", color=DIVERGENCE_COLOR, fontsize=8)
         if report["partial"]:
             top.axvspan(report["steps_compared"] + 0.5, max([s for s, _ in recorded] or [0]) + 0.5,
                         color="#999999", alpha=0.15, label="not replayed (--steps)")
@@ -149,6 +150,7 @@ def render_overlay_png(report: dict[str, Any]) -> bytes:
             bottom.plot([s for s, _ in rel], [v for _, v in rel], color="#9467bd", marker=".", linewidth=1)
         bottom.axhline(report["tolerance"]["loss"], color="#7f7f7f", linestyle="--", linewidth=1,
                        label=f"loss bound {report['tolerance']['loss']:g}")
+        bottom.set_ylim(bottom=0)
         bottom.set_ylabel("|rel diff|")
         bottom.set_xlabel("optimizer step")
         bottom.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
