@@ -96,7 +96,10 @@ def export_bundle(bundle: Path, archive: Path) -> ExportResult:
             raise InputError(f"{path} is not a regular file or directory", "a bundle holds only files and directories")
     files = list_files(bundle)
     dirs = {Path(*f.relative_to(bundle).parts[:i]).as_posix() for f in files for i in range(1, len(f.relative_to(bundle).parts))}
-    entries = sorted([(d, None) for d in dirs] + [(f.relative_to(bundle).as_posix(), f) for f in files])
+    entries: list[tuple[str, Path | None]] = sorted(
+        [(d, None) for d in dirs] + [(f.relative_to(bundle).as_posix(), f) for f in files],
+        key=lambda entry: entry[0],
+    )
     archive = archive.resolve()
     archive.parent.mkdir(parents=True, exist_ok=True)
     tmp = archive.parent / f".{archive.name}.{os.getpid()}.partial"
@@ -104,14 +107,14 @@ def export_bundle(bundle: Path, archive: Path) -> ExportResult:
     try:
         with open(tmp, "wb") as raw:
             sink = _HashingWriter(raw, digest)
-            with tarfile.TarFile(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8",  # type: ignore[call-arg]
+            with tarfile.TarFile(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8",  # type: ignore[arg-type]
                                  copybufsize=CHUNK) as tar:
                 tar.addfile(_member(top, tarfile.DIRTYPE))
-                for rel, path in entries:
-                    if path is None:
+                for rel, source in entries:
+                    if source is None:
                         tar.addfile(_member(f"{top}/{rel}", tarfile.DIRTYPE))
                         continue
-                    with open(path, "rb") as handle:
+                    with open(source, "rb") as handle:
                         tar.addfile(_member(f"{top}/{rel}", tarfile.REGTYPE, os.fstat(handle.fileno()).st_size), handle)
             raw.flush()
             os.fsync(raw.fileno())
@@ -210,7 +213,7 @@ def check_members(archive: Path, members: list[tarfile.TarInfo], limits: ImportL
         else:
             seen[key] = name
             kinds[key] = member.type
-    for key, kind in kinds.items():
+    for key in kinds:
         parent = key.rpartition("/")[0]
         while parent:
             if parent in kinds and kinds[parent] != tarfile.DIRTYPE:

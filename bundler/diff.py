@@ -8,11 +8,12 @@ import io
 import json
 import tarfile
 import tempfile
-import tomllib
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from bundler.bundle import RECIPE, RUNS, bundle_id_of, list_runs, open_bundle
 
