@@ -14,11 +14,11 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 
 from bundler.bundle import RUNS, add_run, list_runs, seal_bundle, verify_bundle
 from bundler.errors import InputError, ToleranceError
@@ -344,4 +344,5 @@ def test_a_run_recorded_under_another_seed_diverges_and_names_the_seed(built: di
     assert report["divergence"]["rel"] > 1e-3
     assert "determinism.seed: recorded 99, replay 1234" in report["causes"]
     assert "DIVERGED" in result.stderr and "determinism.seed" in result.stderr
-    assert sorted(p.name for p in (bundle.parent / "rep").iterdir()) == ["loss_overlay.png", "report.html", "report.json"]
+    written = sorted(p.name for p in (bundle.parent / "rep").iterdir())
+    assert written == ["loss_overlay.png", "report.html", "report.json"]
