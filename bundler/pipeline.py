@@ -178,6 +178,9 @@ def build(
     _check_out(out)
     if push and not run:
         raise InputError("--push needs a run to publish", "drop --no-run, or push later with `bundler push`")
+    from bundler.bundle import remove_stale_partials
+
+    remove_stale_partials(out)  # what builds killed by SIGKILL left beside --out (never a running build's)
     with atomic_dir(out) as work:
         model_dir, data_dir = write_recipe(config, project, work / RECIPE, allow_dirty=allow_dirty, runner=runner)
         if vendor_data:
@@ -211,8 +214,9 @@ def run_bundle(
     """Run a sealed bundle with a runner, then write its model card; return the run ID."""
     from bundler.bundle import reseal_run
     from bundler.card import write_card
-    from bundler.runners import RunRequest, execute
+    from bundler.runners import RunRequest, choose_runner, execute
 
+    runner = choose_runner(runner)
     ui.stage(f"running the fine-tune ({runner} runner)")
     request = RunRequest(bundle, model_dir, data_dir, max_steps=max_steps, allow_drift=allow_drift, gpus=gpus)
     run_id = execute(runner, request)

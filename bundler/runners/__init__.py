@@ -201,12 +201,16 @@ def discard(staged: Path) -> None:
     shutil.rmtree(staged, ignore_errors=True)
 
 
+def choose_runner(runner: str) -> str:
+    """`auto` is docker when an engine answers, else venv; run.json records the runner actually used."""
+    if runner == "auto":
+        return "docker" if docker_available() else "venv"
+    return runner
+
+
 def execute(runner: str, request: RunRequest) -> str:
     """Run the bundle with the named runner and return the new run ID."""
-    if runner == "auto":
-        from bundler.runners import docker_available
-
-        runner = "docker" if docker_available() else "venv"
+    runner = choose_runner(runner)
     if runner == "venv":
         from bundler.runners.venv import run_venv
 
