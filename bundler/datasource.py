@@ -203,7 +203,7 @@ def describe_dataset(config: BundleConfig, project_dir: Path) -> dict[str, Any]:
 
 
 def _description(found: DatasetFiles) -> dict[str, Any]:
-    description = {
+    description: dict[str, Any] = {
         "schema": DATASET_SCHEMA,
         "format": found.format,
         "source": found.source,

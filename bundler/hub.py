@@ -32,6 +32,7 @@ from bundler.errors import (
 )
 
 REPO_TYPES = ("model", "dataset")
+_DOWNLOAD_FAILURES: tuple[type[BaseException], ...] = (OSError,)
 _CHUNK = 4 * 1024 * 1024
 
 
@@ -83,7 +84,7 @@ def resolve_revision(repo_id: str, repo_type: str, revision: str) -> HubRevision
     with _hub_errors(repo_id, repo_type, revision, where):
         info = api.repo_info(repo_id, repo_type=repo_type, revision=revision, files_metadata=True)
     files = {}
-    for sibling in info.siblings or []:
+    for sibling in getattr(info, "siblings", None) or []:
         lfs = sibling.lfs
         files[sibling.rfilename] = HubFile(
             sibling.rfilename, sibling.size, sibling.blob_id, lfs.sha256 if lfs is not None else None
@@ -163,10 +164,11 @@ def fetch_files(
 
 def verify_files(directory: Path, expected: Mapping[str, str]) -> list[tuple[str, str, str]]:
     """Return (path, expected, found) for every file under `directory` whose sha256 differs or is missing."""
+    hashes = _hash_many(directory, list(expected))
     problems = []
     for path, sha in sorted(expected.items()):
-        local = directory / path
-        found = file_hashes(local)[0] if local.is_file() else "missing"
+        pair = hashes[path]
+        found = pair[0] if pair is not None else "missing"
         if found != sha:
             problems.append((path, sha, found))
     return problems
@@ -183,20 +185,32 @@ def file_hashes(path: Path) -> tuple[str, str]:
     return sha256.hexdigest(), sha1.hexdigest()
 
 
+def _hash_many(directory: Path, paths: list[str]) -> dict[str, tuple[str, str] | None]:
+    """Hash files in parallel threads (hashlib releases the GIL): {path: (sha256, git sha1), or None if missing}."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(path: str) -> tuple[str, str] | None:
+        local = directory / path
+        return file_hashes(local) if local.is_file() else None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(paths), os.cpu_count() or 2))) as pool:
+        return dict(zip(paths, pool.map(one, paths), strict=True))
+
+
 def _check(
     pinned: HubRevision, directory: Path, paths: list[str], expected: Mapping[str, str] | None, *, missing_ok: bool
 ) -> dict[str, str] | None:
     """Return {path: sha256} when every file matches; None when one is missing and that is allowed."""
     found: dict[str, str] = {}
     mismatches = []
+    hashes = _hash_many(directory, paths)
     for path in paths:
-        local = directory / path
-        if not local.is_file():
+        if hashes[path] is None:
             if missing_ok:
                 return None
             mismatches.append((path, "a file", "missing"))
             continue
-        sha256, sha1 = file_hashes(local)
+        sha256, sha1 = hashes[path]  # type: ignore[misc]
         found[path] = sha256
         meta = pinned.files.get(path)
         if expected is not None:
@@ -216,22 +230,28 @@ def _check(
 
 def _download(pinned: HubRevision, paths: list[str], into: Path) -> Path:
     """Download each path at the pinned commit into `into` (huggingface_hub's local-dir layout)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from huggingface_hub import hf_hub_download
 
     where, secret = endpoint(), token()
     into.mkdir(parents=True, exist_ok=True)
-    with _quiet_bars():
-        for path in paths:
-            with _hub_errors(pinned.repo_id, pinned.repo_type, pinned.commit, where, path):
-                hf_hub_download(
-                    pinned.repo_id,
-                    path,
-                    repo_type=pinned.repo_type,
-                    revision=pinned.commit,
-                    local_dir=into,
-                    endpoint=where,
-                    token=secret,
-                )
+
+    def one(path: str) -> None:
+        with _hub_errors(pinned.repo_id, pinned.repo_type, pinned.commit, where, path):
+            hf_hub_download(
+                pinned.repo_id,
+                path,
+                repo_type=pinned.repo_type,
+                revision=pinned.commit,
+                local_dir=into,
+                endpoint=where,
+                token=secret,
+            )
+
+    # Several at once, as snapshot_download does (8 threads): sharded weights download in parallel.
+    with _quiet_bars(), ThreadPoolExecutor(max_workers=max(1, min(len(paths), 8))) as pool:
+        list(pool.map(one, paths))
     return into
 
 
@@ -276,7 +296,7 @@ def _hub_errors(repo_id: str, repo_type: str, revision: str, where: str, path: s
             f"{where}: the Hub failed on {repo_type} {repo_id}@{revision}: {str(exc).splitlines()[0][:300]}",
             "try again later, or check HF_ENDPOINT",
         ) from None
-    except (OSError, *_transport_errors()) as exc:  # no connection (LocalEntryNotFoundError too), a full disk
+    except _DOWNLOAD_FAILURES + _transport_errors() as exc:  # no connection (LocalEntryNotFoundError too), full disk
         detail = (str(exc).strip().splitlines() or [""])[0][:300]
         raise EnvironmentSetupError(
             f"{where}: cannot download {repo_type} {repo_id}@{revision}: {type(exc).__name__}: {detail}",

@@ -23,6 +23,7 @@ from bundler.errors import (
     HubFileMismatchError,
     HubRepoNotFoundError,
     HubRevisionNotFoundError,
+    InputError,
     ModelLockStaleError,
 )
 from bundler.hashing import sha256_bytes
@@ -269,6 +270,20 @@ def test_lock_check_reports_the_pinned_commit(hub: LocalHub, tiny_model: dict[st
     result = run_cli("lock", str(project), "--check", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["model_commit"] == commit
+
+
+def test_offline_lock_keeps_a_matching_model_lock_without_asking_the_hub(
+    hub: LocalHub, tiny_model: dict[str, bytes], tmp_path: Path
+) -> None:
+    seed_model(hub, tiny_model)
+    project = hub_project(tmp_path)
+    record = lock_model(project)
+    asked = len(hub.requests)
+    assert models.write_model_lock(project, load_config(project), offline=True)[1] == record
+    assert len(hub.requests) == asked
+    (project / "model.lock.json").unlink()
+    with pytest.raises(InputError, match="needs .*model.lock.json"):
+        models.write_model_lock(project, load_config(project), offline=True)
 
 
 def test_model_files_chosen_are_top_level_configs_tokenizer_and_one_weight_format() -> None:
