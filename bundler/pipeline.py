@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,12 @@ def vendor_wheels(bundle: Path) -> Path:
     from bundler.wheelhouse import download_wheelhouse
 
     ui.stage("vendoring the locked wheels into data/vendor/wheels/")
-    return download_wheelhouse(bundle / RECIPE / "requirements.lock", bundle / VENDOR / "wheels")
+    folder = download_wheelhouse(bundle / RECIPE / "requirements.lock", bundle / VENDOR / "wheels")
+    for wheel in folder.iterdir():
+        if wheel.stat().st_nlink > 1:  # a hard link into the wheel cache: own a copy, so edits stay in the bundle
+            shutil.copyfile(wheel, wheel.with_name(wheel.name + ".copy"))
+            os.replace(wheel.with_name(wheel.name + ".copy"), wheel)
+    return folder
 
 
 def locate_inputs(bundle: Path, model_dir: Path | None, data_dir: Path | None, runner: str) -> tuple[Path, Path]:
