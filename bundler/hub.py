@@ -29,6 +29,7 @@ from bundler.errors import (
     HubFileMismatchError,
     HubRepoNotFoundError,
     HubRevisionNotFoundError,
+    InputError,
 )
 
 REPO_TYPES = ("model", "dataset")
@@ -197,6 +198,11 @@ def _hash_many(directory: Path, paths: list[str]) -> dict[str, tuple[str, str] |
         return dict(zip(paths, pool.map(one, paths), strict=True))
 
 
+def _is_safe_path(path: str) -> bool:
+    """A relative POSIX path with no empty, '.' or '..' part: it stays inside the snapshot directory."""
+    return "\\" not in path and all(part not in ("", ".", "..") for part in path.split("/"))
+
+
 def _check(
     pinned: HubRevision, directory: Path, paths: list[str], expected: Mapping[str, str] | None, *, missing_ok: bool
 ) -> dict[str, str] | None:
@@ -235,6 +241,13 @@ def _download(pinned: HubRevision, paths: list[str], into: Path) -> Path:
     from huggingface_hub import hf_hub_download
 
     where, secret = endpoint(), token()
+    unsafe = [p for p in paths if not _is_safe_path(p)]
+    if unsafe:  # a server (or a proxy) naming files outside the snapshot: never write them
+        raise InputError(
+            f"{where}: {pinned.repo_type} {pinned.repo_id}@{pinned.commit[:12]} lists unsafe file names: "
+            + ", ".join(repr(p) for p in unsafe[:5]),
+            "nothing was downloaded; check HF_ENDPOINT points at the Hub or a mirror you trust",
+        )
     into.mkdir(parents=True, exist_ok=True)
 
     def one(path: str) -> None:

@@ -497,3 +497,11 @@ def test_a_hub_base_model_trains_end_to_end(
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
     recipe_model = json.loads((tmp_path / "bundle" / "data" / "recipe" / "model.json").read_text())
     assert recipe_model["commit"] == record["commit"] and recipe_model["files"] == record["files"]
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd.jsonl", "../outside.jsonl", "a//b.jsonl", "a\\..\\b.jsonl"])
+def test_file_names_that_leave_the_snapshot_are_never_downloaded(hub: LocalHub, tmp_path: Path, name: str) -> None:
+    pinned = hubio.HubRevision(DATASET_ID, "dataset", "main", "c" * 40, {name: hubio.HubFile(name, 1, "x", None)})
+    with pytest.raises(InputError, match="unsafe file names"):
+        hubio.fetch_files(pinned, [name])
+    assert hub.calls("resolve") == 0
