@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -35,6 +36,9 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temp directory beside `final`; rename it to `final` on success, remove it on error."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    # Held for the life of the build: a later build's cleanup of killed builds' leftovers skips a locked dir.
+    holder = os.open(tmp, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
     try:
         yield tmp
         if final.exists():
@@ -44,3 +48,20 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        os.close(holder)
+
+
+def is_held(directory: Path) -> bool:
+    """True when a live process holds the atomic_dir lock on `directory`."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)

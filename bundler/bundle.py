@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bundler import __version__
-from bundler.atomic import atomic_write_text
+from bundler.atomic import atomic_write_text, is_held
 from bundler.errors import InputError, NotABundleError, SecretError, VerifyFailed
 from bundler.hashing import hash_tree, list_files, manifest_lines, sha256_bytes, sha256_file
 
@@ -420,35 +420,29 @@ def reseal_run(bundle: Path, run_id: str) -> None:
     _write_tags(bundle, payload)
 
 
-def _process_start() -> float:
-    """This process's start as a UNIX time (Linux /proc), else the time this module was imported."""
-    try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return _IMPORTED
-
-
-_IMPORTED = __import__("time").time()
+def _owner_is_held(candidate: Path) -> bool:
+    """A run's staging dir (`..NAME.x.partial.run-y.partial`) belongs to a build whose own dir may be held."""
+    if not candidate.name.startswith(".."):
+        return False
+    owner = candidate.name[1:].split(".run-")[0]
+    return is_held(candidate.parent / owner)
 
 
 def remove_stale_partials(final: Path) -> list[Path]:
-    """Remove temp dirs a killed build left beside `final` (`.NAME.*.partial`), older than this process.
+    """Remove temp dirs a killed build left beside `final` (`.NAME.*.partial`).
 
     atomic_dir and the runners' staging dirs use these names; a build killed by SIGKILL cannot clean up after
-    itself. A partial dir made after this process started may belong to a build running right now: kept.
+    itself. A live build holds an flock on its dir (atomic_dir), so its dir and its run's staging dir are kept.
     """
     if not final.parent.is_dir():
         return []
-    started = _process_start() - 1.0  # /proc's clock ticks and btime are coarse
     removed = []
     # `..NAME.*.partial`: a run's staging dir beside a build's own temp dir (runners.staging_dir).
     candidates = [*final.parent.glob(f".{final.name}.*.partial"), *final.parent.glob(f"..{final.name}.*.partial")]
     for candidate in candidates:
         try:
-            if candidate.is_dir() and not candidate.is_symlink() and candidate.stat().st_mtime < started:
+            if candidate.is_dir() and not candidate.is_symlink() and not is_held(candidate) \
+                    and not _owner_is_held(candidate):
                 shutil.rmtree(candidate)
                 removed.append(candidate)
         except OSError:

@@ -66,25 +66,23 @@ def test_a_build_killed_at_any_point_leaves_no_final_directory_and_a_rerun_succe
                            capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert fmt.verify_bundle(out).ok and len(fmt.list_runs(out)) == 1
-
-    # A later process removes what the killed builds left beside the bundle; the bundle itself stays.
-    cleanup = subprocess.run(
-        [sys.executable, "-c", "import sys; from pathlib import Path; from bundler.bundle import remove_stale_partials;"
-         " print(len(remove_stale_partials(Path(sys.argv[1]))))", str(out)],
-        capture_output=True, text=True, check=True,
-    )
-    assert int(cleanup.stdout) == len(left)
+    # The rerun removed what the killed builds left beside the bundle.
     assert sorted(p.name for p in out.parent.iterdir()) == ["bundle"]
 
 
-def test_stale_partials_newer_than_this_process_are_kept(tmp_path: Path) -> None:
+def test_partials_of_a_live_build_are_kept_and_a_killed_builds_are_removed(tmp_path: Path) -> None:
+    from bundler.atomic import atomic_dir
+
     final = tmp_path / "bundle"
-    old = tmp_path / ".bundle.abc123.partial"
-    fresh = tmp_path / ".bundle.def456.partial"
+    dead = tmp_path / ".bundle.abc123.partial"
+    dead_run = tmp_path / "..bundle.abc123.partial.run-x1.partial"
     other = tmp_path / ".other.abc.partial"
-    for path in (old, fresh, other):
+    for path in (dead, dead_run, other):
         (path / "data").mkdir(parents=True)
-    os.utime(old, (1_000_000, 1_000_000))
-    os.utime(other, (1_000_000, 1_000_000))
-    assert fmt.remove_stale_partials(final) == [old]
-    assert fresh.is_dir() and other.is_dir() and not old.exists()
+    with atomic_dir(final) as live:
+        live_run = tmp_path / f".{live.name}.run-y2.partial"
+        live_run.mkdir()
+        assert fmt.remove_stale_partials(final) == sorted([dead_run, dead])
+        assert live.is_dir() and live_run.is_dir() and other.is_dir()
+        live_run.rmdir()
+    assert final.is_dir() and not dead.exists()
