@@ -34,6 +34,12 @@ class BuildResult:
 
 def data_dir_of(config: BundleConfig, project: Path) -> Path:
     """The directory the dataset files live in (the runtime's BUNDLER_DATA_DIR)."""
+    from bundler.config import HUB_DATASET_PREFIXES
+
+    if config.data.path.startswith(HUB_DATASET_PREFIXES):
+        from bundler.datasource import dataset_dir
+
+        return dataset_dir(config, project)  # the checked snapshot in the Hub cache
     path = (project / config.data.path).resolve()
     return path if path.is_dir() else path.parent
 
@@ -148,6 +154,10 @@ def locate_inputs(bundle: Path, model_dir: Path | None, data_dir: Path | None, r
         record = json.loads((recipe / "model.json").read_text())
         if vendored.is_dir():
             model_dir = vendored
+        elif record.get("source") == "hub":
+            from bundler.models import hub_snapshot
+
+            model_dir = hub_snapshot(record)
         elif record.get("source") == "tiny":
             from bundler.config import parse_config
             from bundler.models import materialize_tiny

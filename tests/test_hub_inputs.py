@@ -438,15 +438,8 @@ def test_snapshot_cache_lives_under_bundler_cache(hub: LocalHub) -> None:
 
 # ---------------------------------------------------------------- through the pipeline
 
-# pipeline.py (the lead's) routes these: locate_inputs -> models.hub_snapshot for model.json source "hub",
-# data_dir_of -> datasource.dataset_dir. Until then the two tests below are expected to fail; strict, so the
-# marker has to go when the wiring lands.
-NEEDS_PIPELINE_WIRING = pytest.mark.xfail(
-    strict=True, reason="pipeline.locate_inputs / data_dir_of do not route Hub inputs yet (lead's wiring)"
-)
-
-
-@NEEDS_PIPELINE_WIRING
+# pipeline.py routes these: locate_inputs -> models.hub_snapshot for model.json source "hub",
+# data_dir_of -> datasource.dataset_dir.
 def test_running_a_built_bundle_finds_the_cached_hub_snapshot(
     hub: LocalHub, tiny_model: dict[str, bytes], tmp_path: Path
 ) -> None:
@@ -461,7 +454,6 @@ def test_running_a_built_bundle_finds_the_cached_hub_snapshot(
     assert model_dir == hubio.snapshot_dir(MODEL_ID, "model", record["commit"])
 
 
-@NEEDS_PIPELINE_WIRING
 def test_a_build_vendors_a_hub_dataset_and_records_its_commit(
     hub: LocalHub, tiny_model: dict[str, bytes], tmp_path: Path
 ) -> None:
