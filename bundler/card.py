@@ -180,7 +180,7 @@ def render_card(
         "base_model": _public(base_model),
         "base_revision": _public(facts.model.get("revision")),
         "verify_command": "bundler verify <bundle>",
-        "replay_command": f"bundler replay <bundle> --run {run_id}",
+        "replay_command": f"bundler replay <bundle> --run {run_id}" + check_lines(facts, run_id, repo_id),
     }
     text = render_template(TEMPLATE, **values)
     card = parse_card(text, strict=strict)
@@ -203,6 +203,25 @@ def provenance_rows(bundle_dir: Path, run_id: str) -> list[tuple[str, str]]:
         ("Signed provenance", _cell(f"{link} (in-toto SLSA v1 statement, DSSE ed25519)")),
         ("Signing key", _cell(_code(keyid))),
     ]
+
+
+# --- replay section: `bundler check` (check.py, issue 12) ---
+def check_lines(facts: BundleFacts, run_id: str, repo_id: str | None) -> str:
+    """Lines after the replay command: the inference-level check and the reference file's sha256.
+
+    They ride in the replay code block so the template needs no new value; an older run without
+    reference outputs gets none.
+    """
+    sha = facts.results.get("reference_outputs_sha256")
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        return ""
+    lines = [
+        f"# no retraining: inference on the test split, compared with reference_outputs.jsonl (sha256 {sha})",
+        f"bundler check <bundle> --run {run_id}",
+    ]
+    if repo_id:
+        lines.append(f"bundler check <bundle> --run {run_id} --adapter {_public(repo_id)}")
+    return "\n" + "\n".join(lines)
 
 
 def parse_card(text: str, *, strict: bool = True) -> Any:

@@ -132,7 +132,11 @@ class ByteTokenizer:
         return [self.bos_token_id, *ids] if bos else ids
 
     def decode(self, ids: list[int]) -> str:
-        return bytes(i - self.offset for i in ids if i >= self.offset).decode("utf-8", "replace")
+        # A model's vocabulary may be larger than the tokenizer's (the tiny model has 512 ids):
+        # ids past the byte range have no text.
+        return bytes(
+            i - self.offset for i in ids if self.offset <= i < self.offset + 256
+        ).decode("utf-8", "replace")
 
 
 class HFTokenizer:
