@@ -159,10 +159,10 @@ def compare_reference(reference: ReferenceOutputs, check: ReferenceOutputs, tol:
         a, b = reference.summary.get(name), check.summary.get(name)
         if a is None and b is None:
             continue
-        delta = abs(b - a) if a is not None and b is not None else None
-        metrics[name] = {"reference": a, "check": b, "delta": delta}
+        metric_delta: float | None = abs(b - a) if a is not None and b is not None else None
+        metrics[name] = {"reference": a, "check": b, "delta": metric_delta}
         limit = tol.loglik_per_token if name == "mean_loglik_per_token" else tol.metric_abs
-        if delta is None or delta > limit:
+        if metric_delta is None or metric_delta > limit:
             problems.append(f"{name} {a} -> {b} (tolerance {limit:g})")
     check_probes = {p.get("index"): p for p in check.probes}
     probes = [_probe_difference(p, check_probes.get(p.get("index"), {}), tol) for p in reference.probes]
