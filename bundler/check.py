@@ -273,38 +273,10 @@ def _interpreter(bundle: Path, runner: str, allow_drift: bool) -> tuple[str, lis
     if runner == "host":
         import sys
 
-        drift = _lock_drift(lock.read_text(encoding="utf-8"))
-        if drift and not allow_drift:
-            shown = ", ".join(f"{d['package']} {d['installed'] or 'missing'} (lock {d['locked']})" for d in drift[:6])
-            raise InputError(f"this interpreter differs from the lock in {len(drift)} package(s): {shown}",
-                             "use --runner venv for the locked environment, or --allow-drift to check anyway")
-        return sys.executable, drift
+        from bundler.runners.host import checked_drift
+
+        return sys.executable, checked_drift(lock.read_text(encoding="utf-8"), allow_drift, "check")
     raise InputError(f"unknown runner {runner!r} for check", "choose venv or host")
-
-
-def _lock_drift(lock_text: str) -> list[dict[str, Any]]:
-    """Locked `name==version` pins this interpreter does not have, by what it would import.
-
-    importlib.metadata.version() follows sys.path, so a venv's own copy wins over the system one
-    it inherits (--system-site-packages); a scan of every distribution would not say which is used.
-    """
-    from importlib import metadata
-
-    drift = []
-    for raw in lock_text.splitlines():
-        line = raw.split("#", 1)[0].strip().rstrip("\\").strip()
-        if "==" not in line or line.startswith("-"):
-            continue
-        name, _, version = line.partition("==")
-        name = name.split("[")[0].strip()
-        version = version.split(";")[0].split()[0].strip()
-        try:
-            have: str | None = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            have = None
-        if have != version:
-            drift.append({"package": name, "locked": version, "installed": have})
-    return drift
 
 
 def check_run(

@@ -198,3 +198,16 @@ def test_unreadable_snapshot_is_mounted_as_a_readable_copy(tmp_path: Path) -> No
     assert (snapshot / "model.safetensors").stat().st_mode & 0o777 == 0o600  # the original is untouched
     (snapshot / "model.safetensors").chmod(0o644)
     assert readable_mount(snapshot, "54321:54321", tmp_path / "scratch2") == snapshot.resolve()
+
+
+def test_host_drift_names_only_the_packages_that_differ_and_refuses_them() -> None:
+    from importlib import metadata
+
+    from bundler.errors import InputError
+    from bundler.runners.host import checked_drift
+
+    lock = f"click=={metadata.version('click')} \\\n    --hash=sha256:{'0' * 64}\nrich==0.0.1\n    # via x\n"
+    expected = [{"package": "rich", "locked": "0.0.1", "installed": metadata.version("rich")}]
+    assert checked_drift(lock, allow_drift=True) == expected
+    with pytest.raises(InputError, match="rich"):
+        checked_drift(lock, allow_drift=False)

@@ -18,7 +18,11 @@ def _canonical(name: str) -> str:
 
 def lock_drift(lock_text: str) -> list[dict[str, str | None]]:
     """Compare `name==version` pins in a lock with what this interpreter has installed."""
-    installed = {_canonical(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
+    installed: dict[str, str] = {}
+    # First on sys.path wins, as for import: a venv made with --system-site-packages lists both copies.
+    for dist in metadata.distributions():
+        if dist.metadata["Name"]:
+            installed.setdefault(_canonical(dist.metadata["Name"]), dist.version)
     drift = []
     for raw in lock_text.splitlines():
         line = raw.split("#", 1)[0].strip().rstrip("\\").strip()
@@ -41,15 +45,21 @@ def host_invocation(request: RunRequest, out: Path) -> tuple[list[str], dict[str
     return [sys.executable, "-m", "runtime", str(recipe), str(out)], env
 
 
-def run_host(request: RunRequest) -> str:
-    recipe = request.bundle / RECIPE
-    drift = lock_drift((recipe / "requirements.lock").read_text(encoding="utf-8"))
-    if drift and not request.allow_drift:
+def checked_drift(lock_text: str, allow_drift: bool, action: str = "run") -> list[dict[str, str | None]]:
+    """The drift from the lock; refused (exit 2) unless allow_drift, in which case it is returned to be recorded."""
+    drift = lock_drift(lock_text)
+    if drift and not allow_drift:
         shown = ", ".join(f"{d['package']} {d['installed'] or 'missing'} (lock {d['locked']})" for d in drift[:6])
         raise InputError(
             f"this interpreter differs from the lock in {len(drift)} package(s): {shown}",
-            "use --runner venv for the locked environment, or --allow-drift to run anyway (recorded in the run)",
+            f"use --runner venv for the locked environment, or --allow-drift to {action} anyway (recorded)",
         )
+    return drift
+
+
+def run_host(request: RunRequest) -> str:
+    recipe = request.bundle / RECIPE
+    drift = checked_drift((recipe / "requirements.lock").read_text(encoding="utf-8"), request.allow_drift)
     staged = staging_dir(request.bundle)
     started = time.time()
     try:
