@@ -115,11 +115,13 @@ def build(project: Path, out: Path, allow_dirty: bool, runner: str, no_run: bool
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), help="Model snapshot, when the bundle does not vendor it.")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), help="Dataset directory, when the bundle does not vendor it.")
 @click.option("--allow-drift", is_flag=True, help="host runner: run even when installed versions differ from the lock (recorded).")
-@click.option("--gpus", help="docker runner: 'all' or a number of GPUs.")
+@click.option("--gpus", help="docker runner: 'all' or a number of GPUs (N GPUs: N processes, one a GPU).")
+@click.option("--processes", type=click.IntRange(min=1),
+              help="Processes to train with (accelerate launch), instead of [train] num_processes.")
 @json_option
 @handles_errors
 def run(bundle: Path, runner: str, model_dir: Path | None, data_dir: Path | None, allow_drift: bool,
-        gpus: str | None, as_json: bool) -> None:
+        gpus: str | None, processes: int | None, as_json: bool) -> None:
     """Run a finished BUNDLE again into a new data/runs/<run-id>/; print the run ID."""
     from bundler.bundle import open_bundle, require_verified
     from bundler.errors import InputError, VerifyFailed
@@ -131,7 +133,10 @@ def run(bundle: Path, runner: str, model_dir: Path | None, data_dir: Path | None
     except VerifyFailed as exc:
         raise InputError(str(exc), "a bundle that fails verify is never run; restore it from its archive") from None
     model, data = locate_inputs(bundle, model_dir, data_dir, runner)
-    run_id = run_bundle(bundle, runner=runner, model_dir=model, data_dir=data, allow_drift=allow_drift, gpus=gpus)
+    # passed only when given: pipeline.run_bundle takes `processes` once the lead wires it into RunRequest
+    override = {"processes": processes} if processes is not None else {}
+    run_id = run_bundle(bundle, runner=runner, model_dir=model, data_dir=data, allow_drift=allow_drift, gpus=gpus,
+                        **override)
     emit({"schema": "bundler.run/1", "bundle": str(bundle), "run_id": run_id}, as_json, run_id)
 
 

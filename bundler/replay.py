@@ -163,6 +163,7 @@ def fingerprint(env: Mapping[str, Any]) -> dict[str, Any]:
     # the runtime records the CUDA driver API version as gpu.driver_cuda_version, not gpu.driver
     flat["driver"] = hardware.get("driver") or gpu.get("driver_cuda_version")
     flat["gpu_count"] = gpu.get("count")
+    flat["world_size"] = (env.get("distributed") or {}).get("world_size", 1)  # another sum order: equivalence only
     for key, value in sorted((env.get("cpu") or {}).items()):
         flat[f"cpu.{key}"] = value
     for key, value in sorted((env.get("cuda") or {}).items()):

@@ -51,6 +51,15 @@ class RunRequest:
     allow_drift: bool = False
     gpus: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    processes: int | None = None  # overrides [train] num_processes; None: the recipe's value
+
+    def process_override(self, runner: str) -> int | None:
+        """Processes to launch instead of the recipe's: --processes, else (docker) --gpus N, one process a GPU."""
+        if self.processes is not None:
+            return self.processes
+        if runner == "docker" and self.gpus and self.gpus.strip().isdigit() and int(self.gpus) > 0:
+            return int(self.gpus)
+        return None
 
 
 def runtime_env(runner: str, request: RunRequest, image_digest: str = "") -> dict[str, str]:
@@ -73,6 +82,8 @@ def runtime_env(runner: str, request: RunRequest, image_digest: str = "") -> dic
     }
     if request.max_steps:
         env["BUNDLER_MAX_STEPS"] = str(request.max_steps)
+    if (processes := request.process_override(runner)) is not None:
+        env["BUNDLER_NUM_PROCESSES"] = str(processes)  # > 1: the runtime re-launches itself with accelerate
     for name in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         if name in os.environ:
             env[name] = os.environ[name]
@@ -192,6 +203,7 @@ def finish_run(request: RunRequest, staged: Path, runner: str, started: float, d
         "wall_seconds": round(time.time() - started, 3),
         "host": {"machine": platform.machine(), "system": platform.system()},
         "max_steps_override": request.max_steps,
+        "processes_override": request.process_override(runner),
         **details,
     }
     return bundle_format.add_run(request.bundle, staged, {"run.json": canonical_json(record).encode()})

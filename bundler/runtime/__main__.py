@@ -32,6 +32,10 @@ def main(argv: list[str]) -> int:
                 )
         recipe = load_recipe(recipe_dir)
         config = recipe.config
+        from .distributed import is_launched, launch, requested_processes
+
+        if (processes := requested_processes(recipe.train)) > 1 and not is_launched():
+            return launch(processes, recipe.train, recipe_dir, out)  # each launched rank runs this module again
         max_steps = os.environ.get("BUNDLER_MAX_STEPS")
         from .train import run_training
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from . import ENV_SCHEMA
+from .distributed import describe_world
 
 LIBRARIES = (
     "torch",
@@ -98,6 +99,7 @@ def capture_environment(
         "gpu": _gpu(),
         "cuda": cuda,
         "determinism": determinism,
+        "distributed": describe_world(),
     }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from . import RESULTS_SCHEMA
+from . import RESULTS_SCHEMA, distributed
 from .data import IGNORE_INDEX, check_fields, encode, load_splits, load_tokenizer, train_batches
 from .determinism import configure_determinism
 from .envinfo import capture_environment
@@ -87,6 +87,7 @@ def train_step(
     normalizer = float(
         sum(int((labels[:, 1:] != IGNORE_INDEX).sum()) for _, labels in micro_batches)
     )
+    micro_batches = distributed.rank_slice(micro_batches)  # global normalizer, this rank's rows
     lr = optimizer.param_groups[0]["lr"]
     total = torch.zeros((), dtype=torch.float32, device=model.device)
     tokens = 0
@@ -98,6 +99,7 @@ def train_step(
         total += loss.detach()
         tokens += input_ids.numel()
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    total, tokens = distributed.sum_across_ranks(params, total, tokens)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     optimizer.step()
     scheduler.step()
@@ -106,6 +108,8 @@ def train_step(
 
 
 def emit(event: dict[str, Any]) -> None:
+    if not distributed.is_main_process():
+        return
     print("BUNDLER_EVENT " + json.dumps(event, sort_keys=True), flush=True)
 
 
@@ -174,6 +178,8 @@ def run_training(
     verify_files("dataset", data_dir, recipe.dataset.get("files", {}))
     device = resolve_device(train)
     seed = int(train.get("seed", recipe.config.get("project", {}).get("seed", 0)))
+    distributed.start_world(train, device, seed)
+    out = distributed.rank_output_dir(out)
     determinism = configure_determinism(
         seed, deterministic=bool(train.get("deterministic", True)), device=device
     )
@@ -215,6 +221,7 @@ def run_training(
         packing=bool(train.get("packing", False)),
         max_len=max_len,
     )
+    distributed.seed_rank(determinism)
     log(f"training {steps} steps on {device} ({dtype}), {len(encoded['train'])} train examples")
 
     out.mkdir(parents=True, exist_ok=True)
@@ -301,6 +308,7 @@ def run_training(
         "precision": str(dtype).removeprefix("torch."),
         "device": device.type,
         "quantization": lora.get("quantization", "none"),
+        **distributed.results_fields(),
     }
     write_atomic(out / "results.json", canonical(results).encode())
     write_atomic(
