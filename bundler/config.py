@@ -165,6 +165,34 @@ class PublishConfig(Section):
     private: bool = False
 
 
+class TrackingConfig(Section):
+    """Where per-step and eval metrics also go (MLflow or W&B); off by default, never required."""
+
+    backend: Literal["none", "mlflow", "wandb"] = "none"
+    project: str | None = Field(default=None, description="experiment (MLflow) or project (W&B); default: project.name")
+    run_name: str | None = None
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow: a local path (absolute or ~/...) or file: URI of the store; W&B: the directory for "
+        "its offline run files. Tokens come from the environment (MLFLOW_TRACKING_TOKEN, WANDB_API_KEY), never here",
+    )
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _local_store(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if "://" in v and not v.startswith(("file://", "sqlite:///")):
+            raise ValueError(
+                "tracking_uri must be a local path or a file: URI (or sqlite:/// for MLflow); runs are sealed "
+                "from the network"
+            )
+        path = v.removeprefix("sqlite:///").removeprefix("file://").removeprefix("file:")
+        if not (path.startswith(("/", "~"))):
+            raise ValueError("tracking_uri must be absolute or start with ~/ (the runtime runs in its own directory)")
+        return v
+
+
 class BundleConfig(Section):
     """The whole of bundle.toml."""
 
@@ -176,6 +204,7 @@ class BundleConfig(Section):
     train: TrainConfig = TrainConfig()
     lora: LoraConfig = LoraConfig()
     publish: PublishConfig = PublishConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     def resolved(self) -> BundleConfig:
         """Fill every derived default: seeds not given follow project.seed."""

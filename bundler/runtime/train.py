@@ -30,8 +30,10 @@ from .modeling import (
     resolve_device,
     resolve_precision,
 )
+from .quant import check_quantization, is_4bit, load_4bit_model, quantization_settings
 from .recipe import Recipe, verify_files
 from .reference import write_reference
+from .tracking import start_tracker
 
 MicroBatch = tuple[torch.Tensor, torch.Tensor]
 
@@ -183,12 +185,8 @@ def run_training(
     determinism = configure_determinism(
         seed, deterministic=bool(train.get("deterministic", True)), device=device
     )
-    if lora.get("quantization", "none") != "none":
-        raise RecipeInputError(
-            f"lora.quantization = {lora['quantization']!r} is not supported by this runtime yet",
-            'set lora.quantization = "none"',
-            kind="config",
-        )
+    check_quantization(lora, device)
+    tracker = start_tracker(recipe.config)
 
     splits = load_splits(data_dir, recipe.dataset, recipe.splits)
     check_fields(splits, data)
@@ -205,7 +203,8 @@ def run_training(
     }
 
     dtype = resolve_precision(train.get("precision", "auto"), device)
-    base = load_base_model(model_dir, dtype, device)
+    base = (load_4bit_model if is_4bit(lora) else load_base_model)(model_dir, dtype, device)
+    determinism.update(quantization_settings(lora, dtype))
     check_model_fits(base, train, lora, tokenizer.vocab_size)
     model = apply_lora(base, lora, init_seed=int(lora.get("init_seed", seed)), compute_dtype=dtype)
     optimizer, scheduler = make_optimizer(model, train)
@@ -244,6 +243,7 @@ def run_training(
                 "step_time": round(time.perf_counter() - t0, 6),
             }
             metrics.write(json.dumps(line, sort_keys=True) + "\n")
+            tracker.log(line)
             emit({"event": "step", "step": step, "max_steps": steps, "loss": last.loss})
             if on_step:
                 on_step(line)
@@ -261,6 +261,7 @@ def run_training(
                         + "\n"
                     )
                     emit({"event": "eval", "step": step, "split": "val", "eval_loss": val_loss})
+                    tracker.log({"step": step, "split": "val", "eval_loss": val_loss})
             metrics.flush()
     train_seconds = time.perf_counter() - started
 
@@ -314,5 +315,6 @@ def run_training(
     write_atomic(
         out / "env.json", canonical(capture_environment(runner, image_digest, determinism)).encode()
     )
+    tracker.finish(results)
     emit({"event": "done", "adapter_sha256": adapter_sha})
     return results
