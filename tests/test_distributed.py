@@ -199,3 +199,54 @@ def test_processes_flag_and_docker_gpu_count_set_the_runtime_process_count(tmp_p
     assert "BUNDLER_NUM_PROCESSES" not in runtime_env("docker", RunRequest(tmp_path, tmp_path, tmp_path, gpus="all"))
     both = RunRequest(tmp_path, tmp_path, tmp_path, gpus="2", processes=1)
     assert runtime_env("docker", both)["BUNDLER_NUM_PROCESSES"] == "1"
+
+
+# --- through the runners ---
+
+
+def _run_files(bundle: Path, run_id: str) -> dict[str, dict]:
+    from bundler.bundle import RUNS
+
+    return {name: _json(bundle / RUNS / run_id / f"{name}.json") for name in ("env", "results", "run")}
+
+
+@pytest.mark.slow
+def test_quickstart_with_two_processes_builds_in_the_venv_and_replays_identical(tmp_path: Path) -> None:
+    from tests.conftest import QUICKSTART, git, make_git_project, run_cli
+
+    project = make_git_project(QUICKSTART, tmp_path / "quickstart")
+    config = project / "bundle.toml"
+    config.write_text(config.read_text().replace('device = "cpu"\n', 'device = "cpu"\nnum_processes = 2\n'))
+    git(project, "commit", "-q", "-am", "two processes")
+    built = run_cli("build", str(project), "--out", str(tmp_path / "bundle"), "--runner", "venv")
+    assert built.returncode == 0, built.stderr[-3000:]
+    from bundler.bundle import list_runs
+
+    (run_id,) = list_runs(tmp_path / "bundle")
+    files = _run_files(tmp_path / "bundle", run_id)
+    assert files["env"]["runner"] == "venv" and files["env"]["distributed"]["world_size"] == 2
+    assert files["results"]["per_device_batch_size"] == 4
+    replay = run_cli("replay", str(tmp_path / "bundle"), "--json")
+    assert replay.returncode == 0, replay.stderr[-3000:]
+    report = json.loads(replay.stdout)
+    assert (report["verdict"], report["expected"]) == ("IDENTICAL", "IDENTICAL")
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_docker_and_venv_runners_give_the_same_two_process_adapter(
+    docker_client: object, registry: str, tmp_path: Path
+) -> None:
+    from bundler.pipeline import locate_inputs
+    from bundler.runners import execute
+    from tests.test_docker_run import built_bundle
+
+    bundle = built_bundle(tmp_path)
+    ids = {}
+    for runner in ("docker", "venv"):
+        model, data = locate_inputs(bundle, None, None, runner)
+        ids[runner] = execute(runner, RunRequest(bundle, model, data, max_steps=STEPS, processes=2))
+    docker, venv = (_run_files(bundle, ids[r]) for r in ("docker", "venv"))
+    assert docker["env"]["runner"] == "docker" and docker["env"]["distributed"]["world_size"] == 2
+    assert docker["run"]["processes_override"] == 2
+    assert docker["results"]["adapter_sha256"] == venv["results"]["adapter_sha256"]
