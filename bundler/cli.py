@@ -133,10 +133,8 @@ def run(bundle: Path, runner: str, model_dir: Path | None, data_dir: Path | None
     except VerifyFailed as exc:
         raise InputError(str(exc), "a bundle that fails verify is never run; restore it from its archive") from None
     model, data = locate_inputs(bundle, model_dir, data_dir, runner)
-    # passed only when given: pipeline.run_bundle takes `processes` once the lead wires it into RunRequest
-    override = {"processes": processes} if processes is not None else {}
     run_id = run_bundle(bundle, runner=runner, model_dir=model, data_dir=data, allow_drift=allow_drift, gpus=gpus,
-                        **override)
+                        processes=processes)
     emit({"schema": "bundler.run/1", "bundle": str(bundle), "run_id": run_id}, as_json, run_id)
 
 

@@ -226,6 +226,7 @@ def run_bundle(
     max_steps: int | None = None,
     allow_drift: bool = False,
     gpus: str | None = None,
+    processes: int | None = None,
 ) -> str:
     """Run a sealed bundle with a runner, then write its model card; return the run ID."""
     from bundler.bundle import reseal_run
@@ -234,7 +235,8 @@ def run_bundle(
 
     runner = choose_runner(runner)
     ui.stage(f"running the fine-tune ({runner} runner)")
-    request = RunRequest(bundle, model_dir, data_dir, max_steps=max_steps, allow_drift=allow_drift, gpus=gpus)
+    request = RunRequest(bundle, model_dir, data_dir, max_steps=max_steps, allow_drift=allow_drift, gpus=gpus,
+                         processes=processes)
     run_id = execute(runner, request)
     ui.stage(f"run {run_id[:12]} recorded; writing the model card")
     write_card(bundle, run_id)

@@ -230,6 +230,11 @@ def test_quickstart_with_two_processes_builds_in_the_venv_and_replays_identical(
     assert replay.returncode == 0, replay.stderr[-3000:]
     report = json.loads(replay.stdout)
     assert (report["verdict"], report["expected"]) == ("IDENTICAL", "IDENTICAL")
+    # `bundler run --processes 1` overrides the recorded world size; replay then expects only equivalence.
+    single = run_cli("run", str(tmp_path / "bundle"), "--processes", "1", "--json")
+    assert single.returncode == 0, single.stderr[-3000:]
+    single_id = json.loads(single.stdout)["run_id"]
+    assert _run_files(tmp_path / "bundle", single_id)["env"]["distributed"]["world_size"] == 1
 
 
 @pytest.mark.docker
