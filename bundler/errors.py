@@ -350,6 +350,21 @@ class DatasetChangedError(DatasetError):
         self.found = found
 
 
+# --- signing (signing.py, provenance.py) ---
+
+
+class SigningKeyError(InputError):
+    """A key file given to sign or verify is missing, unreadable, encrypted or not ed25519."""
+
+    def __init__(self, key: Path | str, reason: str):
+        super().__init__(
+            f"{key}: cannot use this key: {reason}",
+            "pass an ed25519 PEM key; `bundler keygen --out KEY` makes one (KEY stays private, KEY.pub is shared)",
+        )
+        self.key = key
+        self.reason = reason
+
+
 # --- replay (replay.py) ---
 
 
@@ -383,21 +398,6 @@ class ReplayDiverged(CheckFailed):
         if self.causes:
             return "likely causes: " + "; ".join(self.causes[:4]) + " (`--report DIR` writes the full report)"
         return "`--report DIR` writes the full report with the loss curves overlaid"
-
-
-# --- signing (signing.py, provenance.py) ---
-
-
-class SigningKeyError(InputError):
-    """A key file given to sign or verify is missing, unreadable, encrypted or not ed25519."""
-
-    def __init__(self, key: Path | str, reason: str):
-        super().__init__(
-            f"{key}: cannot use this key: {reason}",
-            "pass an ed25519 PEM key; `bundler keygen --out KEY` makes one (KEY stays private, KEY.pub is shared)",
-        )
-        self.key = key
-        self.reason = reason
 
 
 # --- check (check.py) ---
@@ -454,57 +454,6 @@ class CheckDiverged(CheckFailed):
         return f"check DIVERGED from run {self.run_id[:12]}'s reference outputs: {self.summary}"
 
     hint = "the worst examples are listed above; `--json` gives every difference"
-
-
-# --- runners (runners/) ---
-
-
-class OutputNotWritableError(InputError):
-    """The bundle (where the run's outputs go) is on a read-only or otherwise unwritable filesystem."""
-
-    def __init__(self, bundle: Path, reason: str):
-        super().__init__(
-            f"cannot write a run into {bundle}: {reason}",
-            "copy the bundle to a writable place first (`bundler export` then `bundler import --out DIR`)",
-        )
-        self.bundle = bundle
-        self.reason = reason
-
-
-class BaseImageUnavailableError(InputError):
-    """The base image the bundle pins by digest is neither local nor in the registry any more."""
-
-    def __init__(self, reference: str, digest: str, registry_said: str):
-        super().__init__(
-            f"the base image {reference}@{digest} is not available: {registry_said}",
-            "the registry no longer holds this digest: `docker load` a saved copy of the base image and run "
-            "again (a bundle made with `bundler build --vendor` then rebuilds with no index), or rebuild the "
-            "project after `bundler lock` pins a digest the registry has",
-        )
-        self.reference = reference
-        self.digest = digest
-        self.registry_said = registry_said
-
-
-class EngineUnavailableError(EnvironmentSetupError):
-    """The Docker engine does not answer, or cannot give the container the GPUs it needs."""
-
-    def __init__(self, reason: str, hint: str):
-        super().__init__(reason, hint)
-        self.reason = reason
-
-
-class DriverTooOldError(EnvironmentSetupError):
-    """The NVIDIA driver on this machine is older than the base image's CUDA needs."""
-
-    def __init__(self, installed: str, required: str, cuda: str):
-        super().__init__(
-            f"the NVIDIA driver {installed} is older than {required}, which CUDA {cuda} in the base image needs",
-            "update the driver, or pick a catalog image with an older CUDA (`environment.image`) and `bundler lock`",
-        )
-        self.installed = installed
-        self.required = required
-        self.cuda = cuda
 
 
 # --- Hub inputs (hub.py, models.py, datasource.py: base models and datasets read from the Hub) ---
@@ -590,3 +539,54 @@ class ModelLockStaleError(CheckFailed):
         )
 
     hint = "run `bundler lock` to pin the model bundle.toml names, then commit model.lock.json"
+
+
+# --- runners (runners/) ---
+
+
+class OutputNotWritableError(InputError):
+    """The bundle (where the run's outputs go) is on a read-only or otherwise unwritable filesystem."""
+
+    def __init__(self, bundle: Path, reason: str):
+        super().__init__(
+            f"cannot write a run into {bundle}: {reason}",
+            "copy the bundle to a writable place first (`bundler export` then `bundler import --out DIR`)",
+        )
+        self.bundle = bundle
+        self.reason = reason
+
+
+class BaseImageUnavailableError(InputError):
+    """The base image the bundle pins by digest is neither local nor in the registry any more."""
+
+    def __init__(self, reference: str, digest: str, registry_said: str):
+        super().__init__(
+            f"the base image {reference}@{digest} is not available: {registry_said}",
+            "the registry no longer holds this digest: `docker load` a saved copy of the base image and run "
+            "again (a bundle made with `bundler build --vendor` then rebuilds with no index), or rebuild the "
+            "project after `bundler lock` pins a digest the registry has",
+        )
+        self.reference = reference
+        self.digest = digest
+        self.registry_said = registry_said
+
+
+class EngineUnavailableError(EnvironmentSetupError):
+    """The Docker engine does not answer, or cannot give the container the GPUs it needs."""
+
+    def __init__(self, reason: str, hint: str):
+        super().__init__(reason, hint)
+        self.reason = reason
+
+
+class DriverTooOldError(EnvironmentSetupError):
+    """The NVIDIA driver on this machine is older than the base image's CUDA needs."""
+
+    def __init__(self, installed: str, required: str, cuda: str):
+        super().__init__(
+            f"the NVIDIA driver {installed} is older than {required}, which CUDA {cuda} in the base image needs",
+            "update the driver, or pick a catalog image with an older CUDA (`environment.image`) and `bundler lock`",
+        )
+        self.installed = installed
+        self.required = required
+        self.cuda = cuda
