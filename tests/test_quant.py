@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,9 @@ def test_4bit_run_on_a_gpu_records_quantization(tmp_path: Path, model_dir: Path)
         model_dir=model_dir,
         config_overrides={"lora": {"quantization": "4bit"}, "train": {"device": "cuda", "max_steps": 3}},
     )
-    result = run_runtime(paths, tmp_path / "out")
+    # Keep what PYTHONPATH already holds (a --target install of bitsandbytes) after the recipe.
+    pythonpath = os.pathsep.join(p for p in (str(paths["recipe"]), os.environ.get("PYTHONPATH")) if p)
+    result = run_runtime(paths, tmp_path / "out", PYTHONPATH=pythonpath)
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads((tmp_path / "out" / "results.json").read_text())["quantization"] == "4bit"
     env = json.loads((tmp_path / "out" / "env.json").read_text())
