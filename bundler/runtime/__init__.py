@@ -12,6 +12,8 @@ of bundler; it needs torch, transformers, peft, safetensors and numpy (see requi
     train.py        the training step and loop; writes metrics.jsonl/results.json/adapter
     evaluate.py     val/test loss and label scoring by log-likelihood
     tiny.py         `python -m runtime.tiny`: the tiny Llama-shaped model from a seed
+    quant.py        `[lora] quantization = "4bit"`: NF4 base model via bitsandbytes (QLoRA)
+    tracking.py     `[tracking]`: metrics also to MLflow or W&B; imported libraries only when configured
 """
 
 RESULTS_SCHEMA = "bundler.results/1"
