@@ -182,6 +182,8 @@ class WandbTracker(_Guarded):
             mode=mode,  # type: ignore[arg-type]
             config=params,
             reinit="create_new",
+            # No console capture: stdout carries the BUNDLER_EVENT lines the runners parse.
+            settings=wandb.Settings(console="off"),
         )
         super().__init__()
 
