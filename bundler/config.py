@@ -336,7 +336,8 @@ def dump_resolved(config: BundleConfig) -> str:
     """Serialise the resolved config as TOML: sorted, deterministic, no None values."""
     import tomli_w
 
-    data = _drop_none(config.resolved().model_dump(mode="json"))
+    # [tracking] is where metrics are mirrored to, not how the adapter is made: it stays out of the recipe.
+    data = _drop_none(config.resolved().model_dump(mode="json", exclude={"tracking"}))
     return "# Resolved config written by `bundler build`; every default filled in.\n" + tomli_w.dumps(
         _sorted(data)
     )

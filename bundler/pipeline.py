@@ -207,7 +207,9 @@ def build(
         ui.stage(f"bundle {bundle_id[:12]} sealed")
         run_id = None
         if run:
-            run_id = run_bundle(work, runner=runner, model_dir=model_dir, data_dir=data_dir, gpus=gpus)
+            tracking = config.tracking.model_dump() if config.tracking.backend != "none" else None
+            run_id = run_bundle(work, runner=runner, model_dir=model_dir, data_dir=data_dir, gpus=gpus,
+                                tracking=tracking)
     publish = None
     if push and run_id:
         from bundler.publish import push_run
@@ -227,6 +229,7 @@ def run_bundle(
     allow_drift: bool = False,
     gpus: str | None = None,
     processes: int | None = None,
+    tracking: dict | None = None,
 ) -> str:
     """Run a sealed bundle with a runner, then write its model card; return the run ID."""
     from bundler.bundle import reseal_run
@@ -236,7 +239,7 @@ def run_bundle(
     runner = choose_runner(runner)
     ui.stage(f"running the fine-tune ({runner} runner)")
     request = RunRequest(bundle, model_dir, data_dir, max_steps=max_steps, allow_drift=allow_drift, gpus=gpus,
-                         processes=processes)
+                         processes=processes, tracking=tracking)
     run_id = execute(runner, request)
     ui.stage(f"run {run_id[:12]} recorded; writing the model card")
     write_card(bundle, run_id)

@@ -92,3 +92,9 @@ def test_resolved_dump_is_deterministic_and_complete() -> None:
 def test_local_path_as_model_id_is_refused() -> None:
     problems = problems_of(MINIMAL.replace('id = "org/base"', 'id = "/home/me/model"'))
     assert any("Hub ID" in p for p in problems)
+
+
+def test_tracking_never_enters_the_resolved_recipe_config() -> None:
+    tracked = parse_config(MINIMAL + '\n[tracking]\nbackend = "mlflow"\ntracking_uri = "/home/me/mlruns"\n')
+    assert tracked.tracking.backend == "mlflow"
+    assert dump_resolved(tracked) == dump_resolved(parse_config(MINIMAL))

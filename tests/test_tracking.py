@@ -36,9 +36,9 @@ def _with_tracking(recipe: Path, tracking: dict) -> None:
     (recipe / "config.toml").write_text(tomli_w.dumps(config), encoding="utf-8")
 
 
-def _host_run(bundle: Path, paths: dict[str, Path], out: Path) -> subprocess.CompletedProcess:
+def _host_run(bundle: Path, paths: dict[str, Path], out: Path, tracking: dict | None = None) -> subprocess.CompletedProcess:
     """The runtime started exactly as the host runner starts it (command and environment)."""
-    request = RunRequest(bundle=bundle, model_dir=paths["model"], data_dir=paths["data"])
+    request = RunRequest(bundle=bundle, model_dir=paths["model"], data_dir=paths["data"], tracking=tracking)
     command, env = host_invocation(request, out)
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
@@ -67,11 +67,8 @@ def mlflow_run(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> tup
     root = tmp_path_factory.mktemp("mlflow")
     bundle, store = root / "bundle", root / "mlruns"
     paths = make_recipe(bundle / "data", model_dir=model_dir)
-    _with_tracking(
-        paths["recipe"],
-        {"backend": "mlflow", "project": "quickstart-exp", "run_name": "seed0", "tracking_uri": str(store)},
-    )
-    result = _host_run(bundle, paths, root / "out")
+    tracking = {"backend": "mlflow", "project": "quickstart-exp", "run_name": "seed0", "tracking_uri": str(store)}
+    result = _host_run(bundle, paths, root / "out", tracking=tracking)
     assert result.returncode == 0, result.stdout + result.stderr
     return root / "out", store
 

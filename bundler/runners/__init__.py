@@ -51,6 +51,7 @@ class RunRequest:
     allow_drift: bool = False
     gpus: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    tracking: dict[str, object] | None = None  # [tracking] of the build; never part of the recipe
     processes: int | None = None  # overrides [train] num_processes; None: the recipe's value
 
     def process_override(self, runner: str) -> int | None:
@@ -84,7 +85,11 @@ def runtime_env(runner: str, request: RunRequest, image_digest: str = "") -> dic
         env["BUNDLER_MAX_STEPS"] = str(request.max_steps)
     if (processes := request.process_override(runner)) is not None:
         env["BUNDLER_NUM_PROCESSES"] = str(processes)  # > 1: the runtime re-launches itself with accelerate
-    for name in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    if request.tracking:
+        env["BUNDLER_TRACKING"] = json.dumps(request.tracking, sort_keys=True)
+    from bundler.runtime.tracking import TRACKER_ENV  # names only; no torch behind this import
+
+    for name in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", *TRACKER_ENV):
         if name in os.environ:
             env[name] = os.environ[name]
     return env

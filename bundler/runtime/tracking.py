@@ -12,6 +12,7 @@ Credentials are never read or written here: MLflow and W&B read their tokens fro
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import sys
 import time
@@ -215,7 +216,10 @@ def _missing_library(backend: str) -> RecipeInputError:
 
 def start_tracker(config: dict[str, Any]) -> Tracker:
     """The tracker `[tracking]` asks for (a do-nothing one by default and on ranks other than 0)."""
-    tracking = config.get("tracking") or {}
+    # bundler passes [tracking] at run time (BUNDLER_TRACKING): where metrics are mirrored to is not part of
+    # the recipe, so it never changes the bundle ID and no host path enters it. A recipe may still carry one.
+    passed = os.environ.get("BUNDLER_TRACKING")
+    tracking = json.loads(passed) if passed else (config.get("tracking") or {})
     backend = tracking.get("backend", "none")
     if backend == "none" or os.environ.get("RANK", "0") != "0":
         return Tracker()
