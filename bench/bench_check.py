@@ -54,22 +54,38 @@ def main() -> None:
             run_dir = bundle / "data" / "runs" / run_id
             train = json.loads((run_dir / "results.json").read_text())["train_seconds"]
             run_wall = json.loads((run_dir / "run.json").read_text())["wall_seconds"]
-            reports = [json.loads(cli("check", str(bundle), "--json", "--runner", args.runner,
-                                      *(["--allow-drift"] if args.runner == "host" else [])))
-                       for _ in range(args.repeats)]
+            reports = [
+                json.loads(
+                    cli(
+                        "check",
+                        str(bundle),
+                        "--json",
+                        "--runner",
+                        args.runner,
+                        *(["--allow-drift"] if args.runner == "host" else []),
+                    )
+                )
+                for _ in range(args.repeats)
+            ]
             check = statistics.median(r["seconds"]["check"] for r in reports)
             inference = statistics.median(r["seconds"]["inference"] for r in reports)
             rows.append((steps, train, run_wall, check, inference, reports[0]["verdict"]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"bundler check vs training, quickstart (tiny Llama, CPU), runner {args.runner}, "
-          f"median of {args.repeats} checks")
-    print("| steps | train loop s | whole run s | check s | check inference s | check/run | check/train loop "
-          "| inference/train loop | verdict |")
+    print(
+        f"bundler check vs training, quickstart (tiny Llama, CPU), runner {args.runner}, "
+        f"median of {args.repeats} checks"
+    )
+    print(
+        "| steps | train loop s | whole run s | check s | check inference s | check/run | check/train loop "
+        "| inference/train loop | verdict |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for steps, train, run_wall, check, inference, verdict in rows:
-        print(f"| {steps} | {train:.2f} | {run_wall:.2f} | {check:.2f} | {inference:.2f} | {check / run_wall:.2f} "
-              f"| {check / train:.2f} | {inference / train:.3f} | {verdict} |")
+        print(
+            f"| {steps} | {train:.2f} | {run_wall:.2f} | {check:.2f} | {inference:.2f} | {check / run_wall:.2f} "
+            f"| {check / train:.2f} | {inference / train:.3f} | {verdict} |"
+        )
 
 
 if __name__ == "__main__":

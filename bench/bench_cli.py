@@ -36,16 +36,26 @@ def main() -> None:
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         warm = Path(tmp) / "warm"
-        subprocess.run([py, "-m", "bundler", "build", "examples/quickstart", "--out", str(warm)], check=True,
-                       capture_output=True, cwd=REPO)  # fills the venv and model caches
+        subprocess.run(
+            [py, "-m", "bundler", "build", "examples/quickstart", "--out", str(warm)],
+            check=True,
+            capture_output=True,
+            cwd=REPO,
+        )  # fills the venv and model caches
         rows = [("python -c pass (baseline)", timed([py, "-c", "pass"], args.repeat), None)]
         rows.append(("bundler --help", timed([py, "-m", "bundler", "--help"], args.repeat), 0.5))
-        rows.append(("bundler verify <quickstart bundle>", timed([py, "-m", "bundler", "verify", str(warm)], args.repeat), 0.5))
+        rows.append(
+            ("bundler verify <quickstart bundle>", timed([py, "-m", "bundler", "verify", str(warm)], args.repeat), 0.5)
+        )
         builds = []
         for index in range(3):
             start = time.perf_counter()
-            subprocess.run([py, "-m", "bundler", "build", "examples/quickstart", "--out", str(Path(tmp) / f"b{index}")],
-                           check=True, capture_output=True, cwd=REPO)
+            subprocess.run(
+                [py, "-m", "bundler", "build", "examples/quickstart", "--out", str(Path(tmp) / f"b{index}")],
+                check=True,
+                capture_output=True,
+                cwd=REPO,
+            )
             builds.append(time.perf_counter() - start)
         rows.append(("bundler build examples/quickstart (warm)", statistics.median(builds), 90.0))
     base = rows[0][1]

@@ -78,9 +78,7 @@ def plain_loop(size: str, steps: int, device: str) -> dict:
 
     model, vocab = build_model(size, device)
     torch.manual_seed(42)
-    model = get_peft_model(
-        model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=TARGETS)
-    )
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=TARGETS))
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
     data = synthetic_tokens(steps, vocab, SEQ, BATCH)
@@ -236,9 +234,7 @@ def report(results: list[dict], size: str, steps: int) -> None:
     if len(det) >= 2:
         same = det[0]["adapter_sha"] == det[1]["adapter_sha"]
         curves = det[0]["losses"] == det[1]["losses"]
-        print(
-            f"\nours-det twice: adapters bitwise equal = {same}; loss curves identical = {curves}"
-        )
+        print(f"\nours-det twice: adapters bitwise equal = {same}; loss curves identical = {curves}")
     if det and "ours-nondet" in by:
         ratio = mean([r["tok_s"] for r in det]) / mean([r["tok_s"] for r in by["ours-nondet"]])
         print(f"ours-det / ours-nondet tokens/s = {ratio:.3f}")

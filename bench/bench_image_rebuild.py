@@ -28,9 +28,7 @@ from bundler.wheelhouse import download_wheelhouse  # noqa: E402
 ENV = EnvironmentConfig(image="debian-python-3.11")
 
 
-def build(
-    client: docker.DockerClient, recipe: Path, house: Path, ctx: Path, *, nocache: bool
-) -> tuple[float, str]:
+def build(client: docker.DockerClient, recipe: Path, house: Path, ctx: Path, *, nocache: bool) -> tuple[float, str]:
     started = time.perf_counter()
     build_context(recipe, house, ctx)
     image, logs = client.images.build(
@@ -50,17 +48,13 @@ def main() -> None:
         root = Path(tmp)
         project = root / "project"
         project.mkdir()
-        (project / "requirements.in").write_text(
-            "torch==2.13.0\ntransformers\npeft\nsafetensors\nnumpy\n"
-        )
+        (project / "requirements.in").write_text("torch==2.13.0\ntransformers\npeft\nsafetensors\nnumpy\n")
         recipe = root / "recipe"
         (recipe / "runtime").mkdir(parents=True)
         shutil.copy(write_lock(project, ENV).lock, recipe / "requirements.lock")
         house = download_wheelhouse(recipe / "requirements.lock", root / "house")
         image_lock = image_lock_record(ENV, offline=False)
-        (recipe / "Dockerfile").write_text(
-            render_dockerfile(image_lock, lock_sha256(recipe / "requirements.lock"))
-        )
+        (recipe / "Dockerfile").write_text(render_dockerfile(image_lock, lock_sha256(recipe / "requirements.lock")))
         (recipe / "runtime" / "__main__.py").write_text("print('v1')\n")
         rows = [
             (
@@ -75,9 +69,7 @@ def main() -> None:
                 *build(client, recipe, house, root / "c2", nocache=False),
             )
         )
-        rows.append(
-            ("rebuild, nothing changed", *build(client, recipe, house, root / "c3", nocache=False))
-        )
+        rows.append(("rebuild, nothing changed", *build(client, recipe, house, root / "c3", nocache=False)))
     base = rows[0][1]
     print("| case | seconds | x full build | cache |")
     print("|---|---:|---:|---|")

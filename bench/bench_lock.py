@@ -22,9 +22,7 @@ from bundler.lock import write_lock  # noqa: E402
 QUICKSTART = "torch==2.13.0\ntransformers\npeft\nsafetensors\nnumpy\n"
 
 
-def timed_lock(
-    root: Path, resolver: str, resolver_cache: Path, lock_cache: Path
-) -> tuple[float, bool]:
+def timed_lock(root: Path, resolver: str, resolver_cache: Path, lock_cache: Path) -> tuple[float, bool]:
     project = root / "project"
     project.mkdir(exist_ok=True)
     (project / "requirements.in").write_text(QUICKSTART)

@@ -26,8 +26,13 @@ sys.path.insert(0, str(REPO))
 
 SIZES = {
     "quickstart": {},  # the quickstart's tiny model: hidden 64, 2 layers
-    "small": {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 8,
-              "num_key_value_heads": 4},
+    "small": {
+        "hidden_size": 256,
+        "intermediate_size": 1024,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+    },
 }
 
 
@@ -36,8 +41,12 @@ def make_model(size: str, target: Path) -> None:
 
     home = target.parent / "runtime-home"
     shutil.copytree(RUNTIME, home / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "runtime.tiny", str(target), json.dumps({**TINY, **SIZES[size]})],
-                   check=True, env={**os.environ, "PYTHONPATH": str(home)}, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "runtime.tiny", str(target), json.dumps({**TINY, **SIZES[size]})],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(home)},
+        capture_output=True,
+    )
 
 
 def trial(root: Path, model: Path, steps: int, processes: int, device: str) -> dict[str, float]:
@@ -51,8 +60,11 @@ def trial(root: Path, model: Path, steps: int, processes: int, device: str) -> d
     if result.returncode != 0:
         raise SystemExit(result.stdout[-2000:] + result.stderr[-4000:])
     results = json.loads((root / "out" / "results.json").read_text())
-    return {"tokens_per_s": results["tokens"] / results["train_seconds"], "wall": wall,
-            "sha": results["adapter_tensor_sha256"]}
+    return {
+        "tokens_per_s": results["tokens"] / results["train_seconds"],
+        "wall": wall,
+        "sha": results["adapter_tensor_sha256"],
+    }
 
 
 def main() -> None:
@@ -71,8 +83,10 @@ def main() -> None:
             for n in rows:
                 rows[n].append(trial(Path(tmp) / f"p{n}-{r}", model, steps, n, device))
     base = statistics.median(t["tokens_per_s"] for t in rows[1])
-    print(f"{size} model, {steps} steps, batch 8, {device}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"median of {repeat}")
+    print(
+        f"{size} model, {steps} steps, batch 8, {device}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"median of {repeat}"
+    )
     print(f"{'processes':>9} {'tokens/s':>10} {'x 1 proc':>9} {'wall s':>8}  adapters bitwise equal across repeats")
     for n, trials in rows.items():
         rate = statistics.median(t["tokens_per_s"] for t in trials)

@@ -43,9 +43,7 @@ CASES = [
     ("temporal-keep-one", "temporal, keep-one"),
     ("write-keep-one", "hash keep-one + write splits.json"),
 ]
-WORDS = (
-    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi".split()
-)
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi".split()
 
 
 def records(n: int) -> Iterator[dict[str, Any]]:

@@ -80,8 +80,10 @@ def main() -> None:
         rows.append(("bundler verify (CLI)", best_of(args.repeat, cli)))
         rows.append(("verify_bundle() (library)", best_of(args.repeat, library)))
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"{len(files)} files, {total / 1024**3:.2f} GiB, {os.cpu_count()} cores, "
-              f"Python {sys.version.split()[0]}, best of {args.repeat}")
+        print(
+            f"{len(files)} files, {total / 1024**3:.2f} GiB, {os.cpu_count()} cores, "
+            f"Python {sys.version.split()[0]}, best of {args.repeat}"
+        )
         print(f"{'what':<28} {'seconds':>8} {'GB/s':>6} {'ratio':>6}")
         for name, seconds in rows:
             print(f"{name:<28} {seconds:>8.3f} {total / seconds / 1e9:>6.2f} {seconds / baseline:>6.2f}")

@@ -45,11 +45,7 @@ def main() -> None:
                 train_step(wrapped, [(data[i], data[i])], optimizer, scheduler, 1e9)
             torch.cuda.synchronize()
         print(f"=== deterministic={deterministic}")
-        print(
-            prof.key_averages().table(
-                sort_by="cuda_time_total", row_limit=18, max_name_column_width=70
-            )
-        )
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70))
 
 
 if __name__ == "__main__":

@@ -95,7 +95,11 @@ def export_bundle(bundle: Path, archive: Path) -> ExportResult:
         if path.is_symlink() or not (path.is_dir() or path.is_file()):
             raise InputError(f"{path} is not a regular file or directory", "a bundle holds only files and directories")
     files = list_files(bundle)
-    dirs = {Path(*f.relative_to(bundle).parts[:i]).as_posix() for f in files for i in range(1, len(f.relative_to(bundle).parts))}
+    dirs = {
+        Path(*f.relative_to(bundle).parts[:i]).as_posix()
+        for f in files
+        for i in range(1, len(f.relative_to(bundle).parts))
+    }
     entries: list[tuple[str, Path | None]] = sorted(
         [(d, None) for d in dirs] + [(f.relative_to(bundle).as_posix(), f) for f in files],
         key=lambda entry: entry[0],
@@ -107,8 +111,13 @@ def export_bundle(bundle: Path, archive: Path) -> ExportResult:
     try:
         with open(tmp, "wb") as raw:
             sink = _HashingWriter(raw, digest)
-            with tarfile.TarFile(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8",  # type: ignore[arg-type]
-                                 copybufsize=CHUNK) as tar:
+            with tarfile.TarFile(
+                fileobj=sink,  # type: ignore[arg-type]
+                mode="w",
+                format=tarfile.PAX_FORMAT,
+                encoding="utf-8",
+                copybufsize=CHUNK,
+            ) as tar:
                 tar.addfile(_member(top, tarfile.DIRTYPE))
                 for rel, source in entries:
                     if source is None:
@@ -178,7 +187,7 @@ def _damaged(archive: Path, exc: BaseException) -> InputError:
 
 
 def check_members(archive: Path, members: list[tarfile.TarInfo], limits: ImportLimits) -> str:
-    """Refuse (UnsafeArchiveError, listing every problem) an archive an exporter could not have made; return its top dir."""
+    """Refuse an archive `bundler export` could not have made (every problem listed); return its top dir."""
     problems: list[str] = []
     if len(members) > limits.max_members:
         problems.append(f"{len(members)} members, more than the limit of {limits.max_members}")
@@ -208,7 +217,9 @@ def check_members(archive: Path, members: list[tarfile.TarInfo], limits: ImportL
         if key in seen:
             other = seen[key]
             problems.append(
-                f"{shown} appears twice" if other == name else f"{shown} and {other!r} differ only by Unicode normalization"
+                f"{shown} appears twice"
+                if other == name
+                else f"{shown} and {other!r} differ only by Unicode normalization"
             )
         else:
             seen[key] = name
@@ -269,8 +280,10 @@ def verify_archive(archive: Path, limits: ImportLimits | None = None) -> VerifyR
             raise _damaged(archive, exc) from None
     info = _parse_bag_info(texts.get("bag-info.txt", ""))
     if info.get("Bundle-Format") not in SUPPORTED_FORMATS:
-        raise NotABundleError(archive, f"unknown Bundle-Format {info.get('Bundle-Format')!r}; "
-                                       f"this bundler reads {', '.join(SUPPORTED_FORMATS)}")
+        raise NotABundleError(
+            archive,
+            f"unknown Bundle-Format {info.get('Bundle-Format')!r}; this bundler reads {', '.join(SUPPORTED_FORMATS)}",
+        )
     return check_bag(archive, hashed, sizes, texts.get)
 
 
@@ -286,7 +299,9 @@ def import_bundle(archive: Path, out: Path, limits: ImportLimits | None = None) 
         need = sum(m.size for m in members)
         free = shutil.disk_usage(_existing_parent(out)).free
         if need > free:
-            raise InputError(f"{archive} needs {need} bytes, {out.parent} has {free} free", "free space or import elsewhere")
+            raise InputError(
+                f"{archive} needs {need} bytes, {out.parent} has {free} free", "free space or import elsewhere"
+            )
         with atomic_dir(out) as work:
             try:
                 for member in members:
@@ -323,4 +338,3 @@ def _existing_parent(path: Path) -> Path:
     while not path.exists():
         path = path.parent
     return path
-

@@ -31,9 +31,7 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 DROPPED = "dropped"
 
-CONTENT_HASH = (
-    "sha256 of json.dumps(record, sort_keys=True, separators=(',', ':'), ensure_ascii=False)"
-)
+CONTENT_HASH = "sha256 of json.dumps(record, sort_keys=True, separators=(',', ':'), ensure_ascii=False)"
 KEYED_HASH = "blake2b(id as UTF-8, key=seed as 8 bytes big-endian, digest_size=8) / 2**64"
 NORMALIZATION = "Unicode NFC, casefold, whitespace runs collapsed to one space, ends stripped"
 
@@ -126,8 +124,7 @@ def read_examples(records: Iterable[Mapping[str, Any]], plan: ReadPlan) -> Examp
         if previous is not None:
             if previous != content:
                 raise DatasetError(
-                    f"ID {example_id!r} appears twice with different content (second at record "
-                    f"{position})",
+                    f"ID {example_id!r} appears twice with different content (second at record {position})",
                     "give every example its own ID, or remove the stale copy",
                 )
             table.repeated[example_id] += 1  # the very same example twice: one is enough
@@ -144,9 +141,7 @@ def read_examples(records: Iterable[Mapping[str, Any]], plan: ReadPlan) -> Examp
         if plan.date_field is not None:
             table.dates.append(_date_of(record, plan.date_field, example_id))
     if not table.ids:
-        raise DatasetError(
-            "the dataset has no examples", "add examples; an empty dataset cannot be split"
-        )
+        raise DatasetError("the dataset has no examples", "add examples; an empty dataset cannot be split")
     return table
 
 
@@ -275,9 +270,7 @@ def _seed_of(split: SplitConfig) -> int:
     return split.seed
 
 
-def assign_stratified(
-    table: ExampleTable, units: Units, split: SplitConfig
-) -> tuple[list[str], list[str]]:
+def assign_stratified(table: ExampleTable, units: Units, split: SplitConfig) -> tuple[list[str], list[str]]:
     """Return each unit's split with exact per-class ratios, and the classes too small for them."""
     seed = _seed_of(split)
     by_class: dict[str, list[int]] = {}
@@ -313,13 +306,9 @@ def assign_temporal(
     seed = _seed_of(split)
     leaders, dates = units.leaders, table.dates
     # A group (keep-group) is dated by its oldest member.
-    when = [
-        min(dates[i] for i in units.members(u)) if u in units.groups else dates[u] for u in leaders
-    ]
+    when = [min(dates[i] for i in units.members(u)) if u in units.groups else dates[u] for u in leaders]
     # Same-date units are ordered by keyed hash so the cut through them does not follow file order.
-    order = sorted(
-        range(len(leaders)), key=lambda u: (when[u], keyed_position(table.ids[leaders[u]], seed))
-    )
+    order = sorted(range(len(leaders)), key=lambda u: (when[u], keyed_position(table.ids[leaders[u]], seed)))
     counts = largest_remainder(len(leaders), split.ratios)
     places = [""] * len(leaders)
     cuts: dict[str, dict[str, str]] = {}

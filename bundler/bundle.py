@@ -117,8 +117,7 @@ def _write_tags(bundle: Path, payload: Mapping[str, str], extra_info: Mapping[st
     tags = {
         p.relative_to(bundle).as_posix(): sha256_file(p)
         for p in list_files(bundle)
-        if not p.relative_to(bundle).as_posix().startswith(PAYLOAD + "/")
-        and p.name != TAGMANIFEST
+        if not p.relative_to(bundle).as_posix().startswith(PAYLOAD + "/") and p.name != TAGMANIFEST
     }
     atomic_write_text(bundle / TAGMANIFEST, manifest_lines(tags))
     return bundle_id
@@ -166,8 +165,9 @@ def resolve_run(bundle: Path, run_id: str | None) -> str:
     matches = [r for r in runs if r.startswith(run_id)]
     if len(matches) != 1:
         known = ", ".join(r[:12] for r in runs)
-        raise InputError(f"run {run_id!r} {'is ambiguous' if matches else 'does not exist'} in {bundle}",
-                         f"recorded runs: {known}")
+        raise InputError(
+            f"run {run_id!r} {'is ambiguous' if matches else 'does not exist'} in {bundle}", f"recorded runs: {known}"
+        )
     return matches[0]
 
 
@@ -330,7 +330,7 @@ def check_bag(
 
 
 def _vendor_findings(payload: Mapping[str, str], read_text: Callable[[str], str | None]) -> list[str]:
-    """Check each file under data/vendor/ against the recipe hash that names it (the bundle ID covers only the recipe)."""
+    """Check each file under data/vendor/ against the recipe hash that names it (the ID covers only the recipe)."""
     import json
 
     vendored = {p[len(VENDOR) + 1 :]: s for p, s in payload.items() if p.startswith(VENDOR + "/")}
@@ -441,8 +441,12 @@ def remove_stale_partials(final: Path) -> list[Path]:
     candidates = [*final.parent.glob(f".{final.name}.*.partial"), *final.parent.glob(f"..{final.name}.*.partial")]
     for candidate in candidates:
         try:
-            if candidate.is_dir() and not candidate.is_symlink() and not is_held(candidate) \
-                    and not _owner_is_held(candidate):
+            if (
+                candidate.is_dir()
+                and not candidate.is_symlink()
+                and not is_held(candidate)
+                and not _owner_is_held(candidate)
+            ):
                 shutil.rmtree(candidate)
                 removed.append(candidate)
         except OSError:

@@ -22,9 +22,7 @@ TEMPLATE = "modelcard.md.j2"
 NOT_RECORDED = "not recorded"
 TAGS = ["lora", "reproducible", "bundler"]
 # Dataset sources recorded in these forms name a dataset on the Hub (and go into `datasets:`).
-_HUB_DATASET = re.compile(
-    r"^(?:hf://datasets/|hub:|https://huggingface\.co/datasets/)([\w.-]+/[\w.-]+)"
-)
+_HUB_DATASET = re.compile(r"^(?:hf://datasets/|hub:|https://huggingface\.co/datasets/)([\w.-]+/[\w.-]+)")
 # Anything that looks like a local filesystem path: absolute POSIX, home-relative, Windows, file://.
 _LOCAL_PATH = re.compile(r"(?:^|[\s\"'=(])(?:/(?!/)[^\s|]*|~[/\\]|[A-Za-z]:[\\/]|file://|\.\.?/)")
 
@@ -74,9 +72,7 @@ def _record(bundle_dir: Path, run_id: str, name: str, data: bytes) -> None:
         atomic_write_bytes(bundle_dir / "data" / "runs" / run_id / name, data)
 
 
-def render_card(
-    bundle_dir: Path, run_id: str, *, repo_id: str | None = None, strict: bool = False
-) -> RenderedCard:
+def render_card(bundle_dir: Path, run_id: str, *, repo_id: str | None = None, strict: bool = False) -> RenderedCard:
     """Build the card text from the bundle's files.
 
     Not strict (writing a card into a bundle): a missing or unusable value reads "not recorded" and
@@ -112,20 +108,10 @@ def render_card(
         if problems:
             raise CardMetadataError(problems)
     else:
-        base_model = (
-            base_model
-            if not metadata_problems({"base_model": base_model}, only="base_model")
-            else None
-        )
-        license_id = (
-            license_id
-            if not metadata_problems({"license": license_id}, only="license")
-            else "other"
-        )
+        base_model = base_model if not metadata_problems({"base_model": base_model}, only="base_model") else None
+        license_id = license_id if not metadata_problems({"license": license_id}, only="license") else "other"
         dataset_hub_id = (
-            dataset_hub_id
-            if not metadata_problems({"datasets": [dataset_hub_id]}, only="datasets")
-            else None
+            dataset_hub_id if not metadata_problems({"datasets": [dataset_hub_id]}, only="datasets") else None
         )
     load_repo = repo_id or _get(config, "publish", "repo") or "ORG/NAME"
 
@@ -259,9 +245,7 @@ def metadata_problems(metadata: dict[str, Any], only: str | None = None) -> list
         problems.append("library_name must be 'peft'")
     license_id = metadata.get("license")
     if not isinstance(license_id, str) or not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", license_id):
-        problems.append(
-            f"license must be a Hub license identifier such as 'apache-2.0', not {license_id!r}"
-        )
+        problems.append(f"license must be a Hub license identifier such as 'apache-2.0', not {license_id!r}")
     for dataset in metadata.get("datasets") or []:
         try:
             validate_repo_id(dataset)
@@ -398,9 +382,7 @@ class BundleFacts:
         settings = self.env.get("determinism") or {}
         rows = []
         for name in sorted(settings):
-            entry = (
-                settings[name] if isinstance(settings[name], dict) else {"value": settings[name]}
-            )
+            entry = settings[name] if isinstance(settings[name], dict) else {"value": settings[name]}
             value = entry.get("value")
             rows.append(
                 (
@@ -428,9 +410,7 @@ class BundleFacts:
         else:
             gpu_text = "none (CPU run)"
         fingerprint = {
-            "gpu": {k: gpu.get(k) for k in ("name", "count", "sm_count", "compute_capability")}
-            if gpu
-            else None,
+            "gpu": {k: gpu.get(k) for k in ("name", "count", "sm_count", "compute_capability")} if gpu else None,
             "cuda": {k: cuda.get(k) for k in ("runtime", "cudnn", "cublas")} if cuda else None,
             "cpu": cpu.get("machine"),
             "image_digest": self.env.get("image_digest"),
@@ -444,9 +424,7 @@ class BundleFacts:
             ("GPU", _public(gpu_text)),
             (
                 "CUDA runtime / cuDNN / cuBLAS",
-                " / ".join(_public(cuda.get(k)) for k in ("runtime", "cudnn", "cublas"))
-                if cuda
-                else "none",
+                " / ".join(_public(cuda.get(k)) for k in ("runtime", "cudnn", "cublas")) if cuda else "none",
             ),
             ("CPU", _public(f"{cpu.get('name') or NOT_RECORDED} ({cpu.get('machine') or '?'})")),
             ("Python", _public(self.env.get("python"))),
@@ -454,11 +432,7 @@ class BundleFacts:
             ("Image digest at run time", _code(self.env.get("image_digest"))),
             (
                 "Libraries",
-                _public(
-                    ", ".join(f"{k} {v}" for k, v in sorted(libraries.items()))
-                    if libraries
-                    else None
-                ),
+                _public(", ".join(f"{k} {v}" for k, v in sorted(libraries.items())) if libraries else None),
             ),
         ]
         return [(label, _cell(value)) for label, value in rows]

@@ -76,8 +76,10 @@ class ReferenceOutputs:
                 row = json.loads(line)
                 kind = row["kind"]
             except (ValueError, KeyError, TypeError):
-                raise InputError(f"{source} line {number} is not a reference record",
-                                 "the file was damaged; `bundler verify` names changed files") from None
+                raise InputError(
+                    f"{source} line {number} is not a reference record",
+                    "the file was damaged; `bundler verify` names changed files",
+                ) from None
             if kind == "header":
                 header = row
             elif kind == "summary":
@@ -105,18 +107,25 @@ class Comparison:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "verdict": self.verdict, "examples": self.examples,
-            "max_abs_loglik_delta": self.max_abs_loglik_delta, "over_bound": self.over_bound,
-            "label_flips": self.label_flips, "metrics": self.metrics, "probes": self.probes,
-            "worst": self.worst, "problems": self.problems,
+            "verdict": self.verdict,
+            "examples": self.examples,
+            "max_abs_loglik_delta": self.max_abs_loglik_delta,
+            "over_bound": self.over_bound,
+            "label_flips": self.label_flips,
+            "metrics": self.metrics,
+            "probes": self.probes,
+            "worst": self.worst,
+            "problems": self.problems,
         }
 
 
 def _probe_difference(ref: dict[str, Any], got: dict[str, Any], tol: Tolerances) -> dict[str, Any]:
     """Where two greedy continuations part, and whether the reference was at a near-tie there."""
     ref_tokens, got_tokens = ref.get("tokens", []), got.get("tokens", [])
-    common = next((i for i, (a, b) in enumerate(zip(ref_tokens, got_tokens, strict=False)) if a != b),
-                  min(len(ref_tokens), len(got_tokens)))
+    common = next(
+        (i for i, (a, b) in enumerate(zip(ref_tokens, got_tokens, strict=False)) if a != b),
+        min(len(ref_tokens), len(got_tokens)),
+    )
     ref_lp, got_lp = ref.get("logprobs", [])[:common], got.get("logprobs", [])[:common]
     deltas = [abs(a - b) for a, b in zip(ref_lp, got_lp, strict=False)]
     same_tokens = ref_tokens == got_tokens
@@ -124,12 +133,16 @@ def _probe_difference(ref: dict[str, Any], got: dict[str, Any], tol: Tolerances)
     margin = margins[common] if common < min(len(ref_tokens), len(margins)) else None
     near_tie = not same_tokens and margin is not None and margin <= 2 * tol.loglik_per_token
     return {
-        "id": ref.get("id"), "identical": ref == got,
-        "same_tokens": same_tokens, "first_difference": None if same_tokens else common,
-        "near_tie": near_tie, "reference_margin": margin,
+        "id": ref.get("id"),
+        "identical": ref == got,
+        "same_tokens": same_tokens,
+        "first_difference": None if same_tokens else common,
+        "near_tie": near_tie,
+        "reference_margin": margin,
         "max_abs_logprob_delta": max(deltas, default=0.0),
         "ok": (same_tokens or near_tie) and all(d <= tol.loglik_per_token for d in deltas),
-        "reference_text": ref.get("text"), "check_text": got.get("text"),
+        "reference_text": ref.get("text"),
+        "check_text": got.get("text"),
     }
 
 
@@ -139,20 +152,33 @@ def compare_reference(reference: ReferenceOutputs, check: ReferenceOutputs, tol:
     missing = sorted(set(reference.examples) - set(check.examples))
     extra = sorted(set(check.examples) - set(reference.examples))
     if missing or extra:
-        problems.append(f"{len(missing)} reference example(s) missing from the check and {len(extra)} extra "
-                        f"(first: {(missing + extra)[0]}); the split or dataset differs")
+        problems.append(
+            f"{len(missing)} reference example(s) missing from the check and {len(extra)} extra "
+            f"(first: {(missing + extra)[0]}); the split or dataset differs"
+        )
     rows: list[dict[str, Any]] = []
     flips = 0
     for example_id in sorted(set(reference.examples) & set(check.examples)):
         ref, got = reference.examples[example_id], check.examples[example_id]
         bound = tol.loglik_per_token * max(1, int(ref.get("tokens") or 1))
         values = [("loglik", ref.get("loglik"), got.get("loglik"))]
-        values += [(f"label_scores.{c}", v, (got.get("label_scores") or {}).get(c))
-                   for c, v in sorted((ref.get("label_scores") or {}).items())]
+        values += [
+            (f"label_scores.{c}", v, (got.get("label_scores") or {}).get(c))
+            for c, v in sorted((ref.get("label_scores") or {}).items())
+        ]
         for name, a, b in values:
             delta = abs(b - a) if isinstance(a, (int, float)) and isinstance(b, (int, float)) else float("inf")
-            rows.append({"id": example_id, "field": name, "reference": a, "check": b,
-                         "delta": delta, "bound": bound, "ratio": delta / bound if bound else float("inf")})
+            rows.append(
+                {
+                    "id": example_id,
+                    "field": name,
+                    "reference": a,
+                    "check": b,
+                    "delta": delta,
+                    "bound": bound,
+                    "ratio": delta / bound if bound else float("inf"),
+                }
+            )
         flips += ref.get("predicted") != got.get("predicted")
     metrics: dict[str, dict[str, float | None]] = {}
     for name in ("accuracy", "macro_f1", "mean_loglik_per_token"):
@@ -166,19 +192,36 @@ def compare_reference(reference: ReferenceOutputs, check: ReferenceOutputs, tol:
             problems.append(f"{name} {a} -> {b} (tolerance {limit:g})")
     check_probes = {p.get("index"): p for p in check.probes}
     probes = [_probe_difference(p, check_probes.get(p.get("index"), {}), tol) for p in reference.probes]
-    problems += [f"probe {p['id']}: greedy continuation changed at token {p['first_difference']} "
-                 f"(reference margin {p['reference_margin']})" for p in probes if not p["ok"]]
+    problems += [
+        f"probe {p['id']}: greedy continuation changed at token {p['first_difference']} "
+        f"(reference margin {p['reference_margin']})"
+        for p in probes
+        if not p["ok"]
+    ]
     over = [r for r in rows if r["delta"] > r["bound"]]
     if over:
         problems.append(f"{len(over)} log-likelihood(s) beyond {tol.loglik_per_token:g} nats per token")
-    identical = (not problems and all(r["delta"] == 0 for r in rows) and flips == 0
-                 and all(p["identical"] for p in probes)
-                 and all(m["delta"] == 0 for m in metrics.values()))
+    identical = (
+        not problems
+        and all(r["delta"] == 0 for r in rows)
+        and flips == 0
+        and all(p["identical"] for p in probes)
+        and all(m["delta"] == 0 for m in metrics.values())
+    )
     verdict = IDENTICAL if identical else EQUIVALENT if not problems else DIVERGED
     worst = sorted((r for r in rows if r["delta"] > 0), key=lambda r: (-r["ratio"], r["id"], r["field"]))
     finite = [r["delta"] for r in rows if r["delta"] != float("inf")]
-    return Comparison(verdict, len(reference.examples), max(finite, default=0.0), len(over), flips,
-                      metrics, probes, worst[:WORST_SHOWN], problems)
+    return Comparison(
+        verdict,
+        len(reference.examples),
+        max(finite, default=0.0),
+        len(over),
+        flips,
+        metrics,
+        probes,
+        worst[:WORST_SHOWN],
+        problems,
+    )
 
 
 # --- the adapter to check ---
@@ -210,8 +253,10 @@ def fetch_adapter(spec: str | None, run_dir: Path, work: Path) -> AdapterSource:
         source = _download(spec, work)
     missing = [n for n in ADAPTER_FILES if not (source.directory / n).is_file()]
     if missing:
-        raise InputError(f"the adapter from {source.name} has no {', '.join(missing)}",
-                         "pass a directory or Hub repo holding a saved PEFT adapter")
+        raise InputError(
+            f"the adapter from {source.name} has no {', '.join(missing)}",
+            "pass a directory or Hub repo holding a saved PEFT adapter",
+        )
     source.files = {n: sha256_file(source.directory / n) for n in ADAPTER_FILES}
     return source
 
@@ -223,20 +268,28 @@ def _download(spec: str, work: Path) -> AdapterSource:
 
     repo_id, _, revision = spec.partition("@")
     try:
-        path = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=list(ADAPTER_FILES),
-                                      cache_dir=work / "hub-cache"))
+        path = Path(
+            snapshot_download(
+                repo_id, revision=revision or None, allow_patterns=list(ADAPTER_FILES), cache_dir=work / "hub-cache"
+            )
+        )
     except HFValidationError:
-        raise InputError(f"--adapter {spec!r} is neither a directory nor a Hub repo ID",
-                         "pass a local adapter directory or ORG/NAME[@REVISION]") from None
+        raise InputError(
+            f"--adapter {spec!r} is neither a directory nor a Hub repo ID",
+            "pass a local adapter directory or ORG/NAME[@REVISION]",
+        ) from None
     except HfHubHTTPError as exc:
         status = getattr(exc.response, "status_code", None)
         if status in (401, 403, 404):
-            raise InputError(f"the Hub has no adapter repo {spec} ({status})",
-                             "check the repo ID and revision; private repos need HF_TOKEN") from None
+            raise InputError(
+                f"the Hub has no adapter repo {spec} ({status})",
+                "check the repo ID and revision; private repos need HF_TOKEN",
+            ) from None
         raise EnvironmentSetupError(f"downloading {spec} failed: {exc}", "try again later") from None
     except OSError as exc:  # requests' ConnectionError and offline mode are OSErrors
-        raise EnvironmentSetupError(f"downloading {spec} failed: {exc}",
-                                    "check HF_ENDPOINT and the network, or pass a local directory") from None
+        raise EnvironmentSetupError(
+            f"downloading {spec} failed: {exc}", "check HF_ENDPOINT and the network, or pass a local directory"
+        ) from None
     return AdapterSource("hub", repo_id, path, revision=path.name)
 
 
@@ -250,8 +303,9 @@ def check_adapter_config(source: AdapterSource, model_record: Mapping[str, Any])
         raise AdapterConfigError(source.name, f"peft_type is {config.get('peft_type')!r}, not LORA")
     base, expected = config.get("base_model_name_or_path"), model_record.get("id")
     if expected and base != expected:
-        raise AdapterConfigError(source.name, f"its base_model_name_or_path is {base!r}, the bundle's "
-                                              f"base model is {expected!r}")
+        raise AdapterConfigError(
+            source.name, f"its base_model_name_or_path is {base!r}, the bundle's base model is {expected!r}"
+        )
 
 
 def recorded_adapter_hashes(bundle: Path, run_id: str) -> dict[str, str]:
@@ -320,12 +374,19 @@ def check_run(
         out = work / "out"
         env = runtime_env(runner, RunRequest(bundle, model, data))
         env["PYTHONPATH"] = str(recipe)
-        stream_runtime([python, "-m", "runtime.check", str(recipe), str(source.directory.resolve()), str(out)],
-                       env, work, "checking")
+        stream_runtime(
+            [python, "-m", "runtime.check", str(recipe), str(source.directory.resolve()), str(out)],
+            env,
+            work,
+            "checking",
+        )
         reference_text = (run_dir / REFERENCE_FILE).read_text(encoding="utf-8")
         check_text = (out / REFERENCE_FILE).read_text(encoding="utf-8")
-        comparison = compare_reference(ReferenceOutputs.parse(reference_text, f"run {run_id[:12]}"),
-                                       ReferenceOutputs.parse(check_text, "the check"), tolerances)
+        comparison = compare_reference(
+            ReferenceOutputs.parse(reference_text, f"run {run_id[:12]}"),
+            ReferenceOutputs.parse(check_text, "the check"),
+            tolerances,
+        )
         timings = _json(out / "check.json")
         check_env = _json(out / "env.json")
     finally:
@@ -340,8 +401,12 @@ def check_run(
         "bundle_id": bundle_id_of(bundle),
         "run_id": run_id,
         **comparison.as_dict(),
-        "adapter": {**source.as_dict(), "recorded": recorded, "mismatched_files": mismatched,
-                    "matches_run": not mismatched},
+        "adapter": {
+            **source.as_dict(),
+            "recorded": recorded,
+            "mismatched_files": mismatched,
+            "matches_run": not mismatched,
+        },
         "runner": runner,
         "allow_drift": allow_drift,
         "drift": drift,
@@ -349,17 +414,24 @@ def check_run(
         "tolerances": tolerances.as_dict(),
         "reference_sha256": sha256_bytes(reference_text.encode("utf-8")),
         "check_sha256": sha256_bytes(check_text.encode("utf-8")),
-        "seconds": {"check": seconds, "load": timings.get("load_seconds"),
-                    "inference": timings.get("inference_seconds"),
-                    "train": results.get("train_seconds"), "run": run_record.get("wall_seconds")},
+        "seconds": {
+            "check": seconds,
+            "load": timings.get("load_seconds"),
+            "inference": timings.get("inference_seconds"),
+            "train": results.get("train_seconds"),
+            "run": run_record.get("wall_seconds"),
+        },
         "ratio_to_training": _ratio(seconds, results.get("train_seconds")),
         "ratio_to_run": _ratio(seconds, run_record.get("wall_seconds")),
     }
 
 
 def _library_changes(reference: Mapping[str, Any], check: Mapping[str, Any]) -> dict[str, Any]:
-    changed = {n: {"reference": reference.get(n), "check": check.get(n)}
-               for n in sorted(set(reference) | set(check)) if reference.get(n) != check.get(n)}
+    changed = {
+        n: {"reference": reference.get(n), "check": check.get(n)}
+        for n in sorted(set(reference) | set(check))
+        if reference.get(n) != check.get(n)
+    }
     return {"reference": dict(reference), "check": dict(check), "changed": changed}
 
 
@@ -379,8 +451,11 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
     """The report for a person: verdict, evidence, the worst examples, timing, what changed."""
     adapter = report["adapter"]
     origin = adapter["name"] + (f"@{adapter['revision'][:12]}" if adapter.get("revision") else "")
-    match = "matches the run's recorded hashes" if adapter["matches_run"] else (
-        "DIFFERS from the run: " + ", ".join(adapter["mismatched_files"]) + " (--allow-mismatch)")
+    match = (
+        "matches the run's recorded hashes"
+        if adapter["matches_run"]
+        else ("DIFFERS from the run: " + ", ".join(adapter["mismatched_files"]) + " (--allow-mismatch)")
+    )
     probes = report["probes"]
     lines = [
         f"{report['verdict']}  run {report['run_id'][:12]}, adapter from {origin} ({match})",
@@ -392,19 +467,29 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
     for name, m in report["metrics"].items():
         delta = "n/a" if m["delta"] is None else f"{m['delta']:.3g}"
         lines.append(f"  {name}: {m['reference']} -> {m['check']} (Δ {delta})")
-    lines += [f"  probe {p['id']}: {p['reference_text']!r} -> {p['check_text']!r} (from token "
-              f"{p['first_difference']}{', near-tie' if p['near_tie'] else ''})"
-              for p in probes if not p["same_tokens"]]
+    lines += [
+        f"  probe {p['id']}: {p['reference_text']!r} -> {p['check_text']!r} (from token "
+        f"{p['first_difference']}{', near-tie' if p['near_tie'] else ''})"
+        for p in probes
+        if not p["same_tokens"]
+    ]
     if report["worst"]:
         lines.append("  worst examples:")
-        lines += [f"    {w['id']} {w['field']}: {w['reference']:.6g} -> {w['check']:.6g} "
-                  f"(Δ {w['delta']:.3g}, bound {w['bound']:.3g})" for w in report["worst"]]
+        lines += [
+            f"    {w['id']} {w['field']}: {w['reference']:.6g} -> {w['check']:.6g} "
+            f"(Δ {w['delta']:.3g}, bound {w['bound']:.3g})"
+            for w in report["worst"]
+        ]
     lines += [f"  problem: {p}" for p in report["problems"]]
     changed = report["libraries"]["changed"]
     if changed:
-        lines.append("  libraries (run -> check): " + ", ".join(
-            f"{n} {c['reference']} -> {c['check']}" for n, c in changed.items()))
+        lines.append(
+            "  libraries (run -> check): "
+            + ", ".join(f"{n} {c['reference']} -> {c['check']}" for n, c in changed.items())
+        )
     s = report["seconds"]
-    lines.append(f"  check {s['check']:.1f} s (inference {s['inference']} s); training loop {s['train']} s, "
-                 f"whole run {s['run']} s (check/run = {report['ratio_to_run']})")
+    lines.append(
+        f"  check {s['check']:.1f} s (inference {s['inference']} s); training loop {s['train']} s, "
+        f"whole run {s['run']} s (check/run = {report['ratio_to_run']})"
+    )
     return lines

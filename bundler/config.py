@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import difflib
 import re
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bundler.errors import ConfigError, ConfigProblem
@@ -298,8 +298,9 @@ def _secret_problems(raw: Any, text: str, loc: tuple[Any, ...] = ()) -> list[Con
         if kind:
             where = ".".join(str(p) for p in loc)
             found.append(
-                ConfigProblem(where, f"looks like a secret ({kind}); pass it through the environment instead",
-                              _line_of(text, loc))
+                ConfigProblem(
+                    where, f"looks like a secret ({kind}); pass it through the environment instead", _line_of(text, loc)
+                )
             )
     return found
 
@@ -338,9 +339,7 @@ def dump_resolved(config: BundleConfig) -> str:
 
     # [tracking] is where metrics are mirrored to, not how the adapter is made: it stays out of the recipe.
     data = _drop_none(config.resolved().model_dump(mode="json", exclude={"tracking"}))
-    return "# Resolved config written by `bundler build`; every default filled in.\n" + tomli_w.dumps(
-        _sorted(data)
-    )
+    return "# Resolved config written by `bundler build`; every default filled in.\n" + tomli_w.dumps(_sorted(data))
 
 
 def _drop_none(value: Any) -> Any:

@@ -82,9 +82,7 @@ def find_dataset_files(config: BundleConfig, project_dir: Path) -> DatasetFiles:
         data_dir, candidates = path.parent, [path]
     elif path.is_dir():
         data_dir = path
-        candidates = sorted(
-            p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _SUFFIXES
-        )
+        candidates = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _SUFFIXES)
     else:
         raise DatasetError(
             f"dataset not found: {spec} (looked at {path})",
@@ -159,7 +157,9 @@ def find_hub_dataset_files(config: BundleConfig) -> DatasetFiles:
         log.warning(
             "data.revision %r of %s resolved to commit %s (recorded in dataset.json); "
             "set data.revision to that sha to pin the project to it",
-            revision, repo_id, pinned.commit,
+            revision,
+            repo_id,
+            pinned.commit,
         )
     chosen = _hub_candidates(list(pinned.files), inside)
     where = f"{spec} at commit {pinned.commit[:12]}"
@@ -245,9 +245,7 @@ def _read_rows(found: DatasetFiles) -> list[dict[str, Any]]:
         # CSV has no types: read every column as a string and keep empty cells as "", so a row
         # equals what csv.DictReader gives (pandas would turn "007" into 7, "" into NaN).
         options = {
-            "features": datasets.Features(
-                {c: datasets.Value("string") for c in _csv_columns(paths[0])}
-            ),
+            "features": datasets.Features({c: datasets.Value("string") for c in _csv_columns(paths[0])}),
             "keep_default_na": False,
             "na_filter": False,
         }
@@ -325,8 +323,7 @@ def _check_csv_rows(paths: list[str]) -> None:
             for row in reader:
                 if row and len(row) != width:
                     raise DatasetError(
-                        f"{Path(path).name} line {reader.line_num}: {len(row)} cell(s), "
-                        f"the header has {width}",
+                        f"{Path(path).name} line {reader.line_num}: {len(row)} cell(s), the header has {width}",
                         "give every row one cell per column (an empty cell is written as ,,)",
                     )
 
@@ -337,9 +334,7 @@ def _csv_columns(path: str) -> list[str]:
     with open(path, newline="", encoding="utf-8") as stream:
         header = next(csv.reader(stream), None)
     if not header:
-        raise DatasetError(
-            f"{path} has no header row", "the first line of a CSV must name its columns"
-        )
+        raise DatasetError(f"{path} has no header row", "the first line of a CSV must name its columns")
     return header
 
 

@@ -80,11 +80,7 @@ def _code_files(recipe: Path) -> dict[str, str]:
 def _split_of(recipe: Path) -> dict[str, str]:
     """{example id: split name} from splits.json."""
     manifest = _read_json(recipe / "splits.json")
-    return {
-        example: name
-        for name, split in (manifest.get("splits") or {}).items()
-        for example in split.get("ids", [])
-    }
+    return {example: name for name, split in (manifest.get("splits") or {}).items() for example in split.get("ids", [])}
 
 
 def _latest_run(bundle: Path) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
@@ -104,9 +100,7 @@ def _diff_dependencies(old: Mapping[str, str], new: Mapping[str, str]) -> dict[s
     return {
         "added": [{"name": n, "version": new[n]} for n in sorted(set(new) - set(old))],
         "removed": [{"name": n, "version": old[n]} for n in sorted(set(old) - set(new))],
-        "changed": [
-            {"name": n, "old": old[n], "new": new[n]} for n in sorted(set(old) & set(new)) if old[n] != new[n]
-        ],
+        "changed": [{"name": n, "old": old[n], "new": new[n]} for n in sorted(set(old) & set(new)) if old[n] != new[n]],
     }
 
 
@@ -195,9 +189,16 @@ def _as_directory(path: Path) -> Iterator[Path]:
 def has_changes(diff: Mapping[str, Any]) -> bool:
     deps = diff["dependencies"]
     return bool(
-        diff["config"] or diff["seeds"] or any(deps.values()) or diff["image"]["changed"] or diff["code"]["changed"]
-        or diff["splits"]["moved"] or diff["splits"]["added"] or diff["splits"]["removed"]
-        or diff["runs"]["environment"] or diff["runs"]["metrics"]
+        diff["config"]
+        or diff["seeds"]
+        or any(deps.values())
+        or diff["image"]["changed"]
+        or diff["code"]["changed"]
+        or diff["splits"]["moved"]
+        or diff["splits"]["added"]
+        or diff["splits"]["removed"]
+        or diff["runs"]["environment"]
+        or diff["runs"]["metrics"]
         or (diff["runs"]["old_run"] is None) != (diff["runs"]["new_run"] is None)
     )
 
@@ -235,15 +236,24 @@ def render_diff(diff: Mapping[str, Any], width: int | None = None) -> str:
     table("config", [(r["key"], _show(r["old"]), _show(r["new"])) for r in diff["config"]])
     table("seeds", [(r["key"], _show(r["old"]), _show(r["new"])) for r in diff["seeds"]])
     deps = diff["dependencies"]
-    table("dependencies", [
-        *((d["name"], "—", d["version"]) for d in deps["added"]),
-        *((d["name"], d["version"], "—") for d in deps["removed"]),
-        *((d["name"], d["old"], d["new"]) for d in deps["changed"]),
-    ])
+    table(
+        "dependencies",
+        [
+            *((d["name"], "—", d["version"]) for d in deps["added"]),
+            *((d["name"], d["version"], "—") for d in deps["removed"]),
+            *((d["name"], d["old"], d["new"]) for d in deps["changed"]),
+        ],
+    )
     image = diff["image"]
     if image["changed"]:
-        table("base image", [(k, _show(image["old"][k]), _show(image["new"][k]))
-                             for k in ("reference", "digest") if image["old"][k] != image["new"][k]])
+        table(
+            "base image",
+            [
+                (k, _show(image["old"][k]), _show(image["new"][k]))
+                for k in ("reference", "digest")
+                if image["old"][k] != image["new"][k]
+            ],
+        )
     code = diff["code"]
     if code["changed"]:
         rows = [("commit", _show(code["old"]["commit"]), _show(code["new"]["commit"]))]

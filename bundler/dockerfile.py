@@ -25,9 +25,7 @@ def render_dockerfile(image_lock: dict, lock_sha256: str, bundle_id: str | None 
     into it: pass it to the build as a label (`build_labels`). `bundle_id` must stay None.
     """
     if bundle_id is not None:
-        raise TypeError(
-            "the bundle ID depends on the Dockerfile; add it at build time with build_labels()"
-        )
+        raise TypeError("the bundle ID depends on the Dockerfile; add it at build time with build_labels()")
     digest = str(image_lock.get("digest") or "")
     if not _DIGEST.match(digest):
         raise InputError(

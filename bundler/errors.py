@@ -130,7 +130,9 @@ class NotABundleError(InputError):
     """The path is not a bundle (or is a bundle of an unknown format)."""
 
     def __init__(self, path: Path | str, reason: str):
-        super().__init__(f"{path} is not a bundle: {reason}", "pass a directory made by `bundler build`, or an exported .tar")
+        super().__init__(
+            f"{path} is not a bundle: {reason}", "pass a directory made by `bundler build`, or an exported .tar"
+        )
         self.path = path
         self.reason = reason
 
@@ -337,8 +339,10 @@ class DatasetChangedError(DatasetError):
     """An example the split manifest names is missing from the dataset or has different content."""
 
     def __init__(self, example_id: str, split: str, expected: str, found: str | None):
-        what = "is missing from the dataset" if found is None else (
-            f"has changed (content sha256 {found[:12]}, the manifest recorded {expected[:12]})"
+        what = (
+            "is missing from the dataset"
+            if found is None
+            else (f"has changed (content sha256 {found[:12]}, the manifest recorded {expected[:12]})")
         )
         super().__init__(
             f"example {example_id!r} of split {split!r} {what}",
@@ -421,7 +425,8 @@ class AdapterMismatchError(InputError):
     def __init__(self, source: str, run_id: str, files: Sequence[str]):
         super().__init__(
             f"the adapter from {source} is not the one run {run_id[:12]} produced: "
-            + ", ".join(files) + " differ(s) from the recorded sha256",
+            + ", ".join(files)
+            + " differ(s) from the recorded sha256",
             "check the adapter you meant (--run, --adapter, ORG/NAME@REVISION), "
             "or pass --allow-mismatch to compare a different adapter with this run's reference",
         )

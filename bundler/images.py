@@ -81,9 +81,7 @@ def parse_reference(reference: str) -> ImageReference:
         registry, repository = "docker.io", name
     if registry == "docker.io" and "/" not in repository:
         repository = f"library/{repository}"
-    if not re.fullmatch(r"[a-z0-9]+([._/-][a-z0-9]+)*", repository) or not re.fullmatch(
-        r"[\w][\w.-]{0,127}", tag
-    ):
+    if not re.fullmatch(r"[a-z0-9]+([._/-][a-z0-9]+)*", repository) or not re.fullmatch(r"[\w][\w.-]{0,127}", tag):
         raise InputError(f"not an image reference: {reference!r}", "use registry/repository:tag")
     return ImageReference(registry, repository, tag)
 
@@ -158,19 +156,12 @@ def resolve_digest(reference: str, *, timeout: float = 10.0) -> dict[str, str | 
         return {"index_digest": None, "manifest_digest": top_digest}
     for item in manifest.get("manifests", []):
         platform = item.get("platform", {})
-        if (
-            platform.get("os") == PLATFORM["os"]
-            and platform.get("architecture") == PLATFORM["architecture"]
-        ):
+        if platform.get("os") == PLATFORM["os"] and platform.get("architecture") == PLATFORM["architecture"]:
             return {"index_digest": top_digest, "manifest_digest": item["digest"]}
-    raise UnknownImageError(
-        reference, [], [], registry_said="no linux/amd64 manifest in its manifest list"
-    )
+    raise UnknownImageError(reference, [], [], registry_said="no linux/amd64 manifest in its manifest list")
 
 
-def image_lock_record(
-    env: EnvironmentConfig, *, offline: bool, directory: Path | None = None
-) -> dict:
+def image_lock_record(env: EnvironmentConfig, *, offline: bool, directory: Path | None = None) -> dict:
     """Build the image.lock.json record (reference, digests, cuda); never the local image ID."""
     entry = find_image(env.image, directory)
     source = "registry"
@@ -210,15 +201,11 @@ def _reason(exc: BaseException) -> str:
 def _catalog_digests(entry: CatalogImage, why: str) -> dict[str, str | None]:
     if not entry.digest:
         raise InputError(
-            f"{entry.reference}: cannot pin the base image ({why}) "
-            f"and images/{entry.name}.toml records no digest",
-            "run `bundler lock` where the registry answers, "
-            'or add `digest = "sha256:..."` to the catalog entry',
+            f"{entry.reference}: cannot pin the base image ({why}) and images/{entry.name}.toml records no digest",
+            'run `bundler lock` where the registry answers, or add `digest = "sha256:..."` to the catalog entry',
         )
     if not _DIGEST.match(entry.digest):
-        raise InputError(
-            f"images/{entry.name}.toml: digest {entry.digest!r} is not sha256:<64 hex>"
-        )
+        raise InputError(f"images/{entry.name}.toml: digest {entry.digest!r} is not sha256:<64 hex>")
     print(
         f"bundler: {why}: pinning {entry.reference} to the catalog digest {entry.digest}",
         file=sys.stderr,

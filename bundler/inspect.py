@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from bundler.bundle import RECIPE, RUNS, list_runs, open_bundle, read_bag_info
 
@@ -97,8 +98,13 @@ def render_description(description: dict[str, Any]) -> None:
 
     out = Console(highlight=False, soft_wrap=True)
     source = description.get("source") or {}
-    out.print(f"[bold]bundle[/] {description['bundle_id']}  ({description['format']}, payload {description['payload']})")
-    out.print(f"code    {source.get('commit', 'not recorded')}{' (dirty)' if source.get('dirty') else ''}  {source.get('repo') or ''}")
+    out.print(
+        f"[bold]bundle[/] {description['bundle_id']}  ({description['format']}, payload {description['payload']})"
+    )
+    out.print(
+        f"code    {source.get('commit', 'not recorded')}{' (dirty)' if source.get('dirty') else ''}  "
+        f"{source.get('repo') or ''}"
+    )
     image = description.get("image") or {}
     out.print(f"image   {image.get('reference', 'not recorded')}@{image.get('digest', '?')}")
     model = description.get("model") or {}
@@ -113,9 +119,15 @@ def render_description(description: dict[str, Any]) -> None:
     for run in description["runs"]:
         evals = ", ".join(f"{k} {v:.4g}" for k, v in (run.get("eval") or {}).items() if isinstance(v, (int, float)))
         loss = run.get("final_train_loss")
-        runs.add_row(run["run_id"][:12], str(run.get("runner")), str(run["hardware"].get("device")),
-                     str(run.get("steps")), f"{loss:.4f}" if isinstance(loss, float) else "-", evals,
-                     (run.get("adapter_sha256") or "-")[:16])
+        runs.add_row(
+            run["run_id"][:12],
+            str(run.get("runner")),
+            str(run["hardware"].get("device")),
+            str(run.get("steps")),
+            f"{loss:.4f}" if isinstance(loss, float) else "-",
+            evals,
+            (run.get("adapter_sha256") or "-")[:16],
+        )
     out.print(runs)
     for run in description["runs"]:
         hardware = ", ".join(f"{k}={v}" for k, v in run["hardware"].items() if v)
@@ -137,4 +149,7 @@ def _render_splits(out: Any, summary: dict[str, Any]) -> None:
     out.print(table)
     leakage = summary.get("leakage") or {}
     if leakage:
-        out.print("dedupe/leakage: " + ", ".join(f"{k} {v}" for k, v in sorted(leakage.items()) if not isinstance(v, (dict, list))))
+        out.print(
+            "dedupe/leakage: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(leakage.items()) if not isinstance(v, (dict, list)))
+        )

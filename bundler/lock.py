@@ -122,9 +122,7 @@ def runtime_requirements() -> list[str]:
     """The runtime's own requirements: bundler/runtime/requirements.txt when present."""
     path = Path(__file__).parent / "runtime" / "requirements.txt"
     if path.is_file():
-        lines = [
-            line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines()
-        ]
+        lines = [line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
         return [line for line in lines if line]
     return list(RUNTIME_REQUIREMENTS)
 
@@ -320,9 +318,7 @@ def _check_target(env: EnvironmentConfig, python: str) -> None:
             f"environment.platform = {env.platform!r} is not supported",
             'use platform = "linux/x86_64"',
         )
-    if env.resolver == "pip-tools" and (
-        python != host_python or host_platform not in _UV_PLATFORMS
-    ):
+    if env.resolver == "pip-tools" and (python != host_python or host_platform not in _UV_PLATFORMS):
         raise EnvironmentSetupError(
             f"pip-tools resolves for the interpreter running it "
             f"(Python {host_python}, {host_platform}), "
@@ -517,8 +513,7 @@ def _target(env: EnvironmentConfig) -> tuple[str, str, str]:
     entry = find_image(env.image)
     if env.python != entry.python:
         raise InputError(
-            f"environment.python = {env.python}, "
-            f"but the image {entry.name} carries Python {entry.python}",
+            f"environment.python = {env.python}, but the image {entry.name} carries Python {entry.python}",
             f'set python = "{entry.python}" or choose an image with Python {env.python}',
         )
     return entry.python, entry.torch_index, entry.name
@@ -537,9 +532,7 @@ def write_lock(project_dir: Path, env: EnvironmentConfig, *, offline: bool = Fal
     torch_index_used = bool(torch_index) and not offline and _is_reachable(torch_index)
     if torch_index_used and torch_index not in (sources.index_url, *sources.extra_index_urls):
         # The image's torch index goes first among the extras so its CUDA variant is a candidate.
-        sources = PackageSources(
-            sources.index_url, (torch_index, *sources.extra_index_urls), sources.find_links
-        )
+        sources = PackageSources(sources.index_url, (torch_index, *sources.extra_index_urls), sources.find_links)
     if torch_index and not torch_index_used:
         print(
             f"bundler: the image's torch index {strip_credentials(torch_index)} is not reachable; "
@@ -576,12 +569,7 @@ def write_lock(project_dir: Path, env: EnvironmentConfig, *, offline: bool = Fal
         body = _run_resolver(env, python, text, used, offline, requirements)
         body = re.sub(r"\n{3,}", "\n\n", body.replace("\r\n", "\n")).lstrip("\n")
         variants = _variant_sources(parse_lock_text(body), used)
-        content = (
-            _header(
-                input_sha, env.resolver, version, python, env, used, torch_index, image, variants
-            )
-            + body
-        )
+        content = _header(input_sha, env.resolver, version, python, env, used, torch_index, image, variants) + body
         atomic_write_text(hit, content)
     lock = project_dir / env.lock
     if not lock.is_file() or lock.read_text(encoding="utf-8") != content:

@@ -1,4 +1,7 @@
-"""`bundler build`: lock check, source, split, model, image, pack, run, card, push — the one module that knows the flow."""
+"""`bundler build`: lock check, source, split, model, image, pack, run, card, push.
+
+The one module that knows the whole flow.
+"""
 
 from __future__ import annotations
 
@@ -67,7 +70,9 @@ def pinned_image(project: Path, env) -> dict:
     return record
 
 
-def write_recipe(config: BundleConfig, project: Path, recipe: Path, *, allow_dirty: bool, runner: str) -> tuple[Path, Path]:
+def write_recipe(
+    config: BundleConfig, project: Path, recipe: Path, *, allow_dirty: bool, runner: str
+) -> tuple[Path, Path]:
     """Write every recipe file into `recipe`; return the model and dataset directories for the run."""
     from bundler import lock, source, splits
     from bundler.datasource import describe_dataset
@@ -208,8 +213,9 @@ def build(
         run_id = None
         if run:
             tracking = config.tracking.model_dump() if config.tracking.backend != "none" else None
-            run_id = run_bundle(work, runner=runner, model_dir=model_dir, data_dir=data_dir, gpus=gpus,
-                                tracking=tracking)
+            run_id = run_bundle(
+                work, runner=runner, model_dir=model_dir, data_dir=data_dir, gpus=gpus, tracking=tracking
+            )
     publish = None
     if push and run_id:
         from bundler.publish import push_run
@@ -238,8 +244,16 @@ def run_bundle(
 
     runner = choose_runner(runner)
     ui.stage(f"running the fine-tune ({runner} runner)")
-    request = RunRequest(bundle, model_dir, data_dir, max_steps=max_steps, allow_drift=allow_drift, gpus=gpus,
-                         processes=processes, tracking=tracking)
+    request = RunRequest(
+        bundle,
+        model_dir,
+        data_dir,
+        max_steps=max_steps,
+        allow_drift=allow_drift,
+        gpus=gpus,
+        processes=processes,
+        tracking=tracking,
+    )
     run_id = execute(runner, request)
     ui.stage(f"run {run_id[:12]} recorded; writing the model card")
     write_card(bundle, run_id)

@@ -42,19 +42,13 @@ def render_loss_png(metrics: Iterable[Mapping[str, Any]], title: str = "") -> by
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    defaults = {
-        k: v
-        for k, v in matplotlib.rcParamsDefault.items()
-        if k not in ("backend", "backend_fallback")
-    }
+    defaults = {k: v for k, v in matplotlib.rcParamsDefault.items() if k not in ("backend", "backend_fallback")}
     with matplotlib.rc_context(defaults):
         figure = Figure(figsize=FIGSIZE, dpi=DPI)
         FigureCanvasAgg(figure)
         axes = figure.add_subplot()
         if train:
-            axes.plot(
-                [s for s, _ in train], [v for _, v in train], label="train loss", color="#1f77b4"
-            )
+            axes.plot([s for s, _ in train], [v for _, v in train], label="train loss", color="#1f77b4")
         if evals:
             axes.plot(
                 [s for s, _ in evals],

@@ -172,8 +172,11 @@ def build_statement(bundle: Path, run_id: str, payload: Mapping[str, str], run_m
         "predicate": {
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
-                "externalParameters": {"config": config, "seeds": _seeds(config),
-                                       "maxStepsOverride": run_record.get("max_steps_override")},
+                "externalParameters": {
+                    "config": config,
+                    "seeds": _seeds(config),
+                    "maxStepsOverride": run_record.get("max_steps_override"),
+                },
                 "internalParameters": {"runner": runner, "environment": determinism_variables(env)},
                 "resolvedDependencies": resolved_dependencies(bundle, payload),
             },
@@ -190,23 +193,37 @@ def resolved_dependencies(bundle: Path, payload: Mapping[str, str]) -> list[dict
     """Lock, base image, code, splits, model and dataset files, trainer: each a ResourceDescriptor."""
     recipe = bundle / RECIPE
     deps: list[dict[str, Any]] = []
-    for name, role in (("requirements.lock", "lock"), ("requirements.in", "requirements"),
-                       ("Dockerfile", "dockerfile"), ("config.toml", "config")):
+    for name, role in (
+        ("requirements.lock", "lock"),
+        ("requirements.in", "requirements"),
+        ("Dockerfile", "dockerfile"),
+        ("config.toml", "config"),
+    ):
         if f"{RECIPE}/{name}" in payload:
             deps.append(_file(payload, f"{RECIPE}/{name}", role=role))
     image = _json(recipe / "image.lock.json")
     if image.get("reference"):
-        entry: dict[str, Any] = {"name": image["reference"], "uri": f"docker://{image['reference']}",
-                                 "annotations": {"role": "base image", "platform": image.get("platform"),
-                                                 "python": image.get("python"), "cuda": image.get("cuda")}}
+        entry: dict[str, Any] = {
+            "name": image["reference"],
+            "uri": f"docker://{image['reference']}",
+            "annotations": {
+                "role": "base image",
+                "platform": image.get("platform"),
+                "python": image.get("python"),
+                "cuda": image.get("cuda"),
+            },
+        }
         digest = str(image.get("digest") or "")
         if digest.startswith("sha256:"):
             entry["digest"] = {"sha256": digest.removeprefix("sha256:")}
         deps.append(entry)
     source = _json(recipe / "source.json")
     if source.get("commit"):
-        code: dict[str, Any] = {"name": "code", "digest": {"gitCommit": source["commit"]},
-                                "annotations": {"role": "code commit", "dirty": bool(source.get("dirty"))}}
+        code: dict[str, Any] = {
+            "name": "code",
+            "digest": {"gitCommit": source["commit"]},
+            "annotations": {"role": "code commit", "dirty": bool(source.get("dirty"))},
+        }
         if source.get("tree"):
             code["digest"]["gitTree"] = source["tree"]
         if source.get("repo"):
@@ -219,22 +236,44 @@ def resolved_dependencies(bundle: Path, payload: Mapping[str, str]) -> list[dict
         deps.append(_file(payload, f"{RECIPE}/splits.json", role="split manifest", roots=roots))
     model = _json(recipe / "model.json")
     if f"{RECIPE}/model.json" in payload:
-        deps.append(_file(payload, f"{RECIPE}/model.json", role="base model", model=model.get("id"),
-                          revision=model.get("revision"), source=model.get("source")))
+        deps.append(
+            _file(
+                payload,
+                f"{RECIPE}/model.json",
+                role="base model",
+                model=model.get("id"),
+                revision=model.get("revision"),
+                source=model.get("source"),
+            )
+        )
     for rel, sha in sorted((model.get("files") or {}).items()):
-        deps.append({"name": f"model/{rel}", "digest": {"sha256": sha},
-                     "annotations": {"role": "base model file", "model": model.get("id"),
-                                     "revision": model.get("revision")}})
+        deps.append(
+            {
+                "name": f"model/{rel}",
+                "digest": {"sha256": sha},
+                "annotations": {"role": "base model file", "model": model.get("id"), "revision": model.get("revision")},
+            }
+        )
     dataset = _json(recipe / "dataset.json")
     if f"{RECIPE}/dataset.json" in payload:
         deps.append(_file(payload, f"{RECIPE}/dataset.json", role="dataset"))
     for rel, sha in sorted((dataset.get("files") or {}).items()):
-        deps.append({"name": f"dataset/{rel}", "digest": {"sha256": sha},
-                     "annotations": {"role": "dataset file", "format": dataset.get("format")}})
+        deps.append(
+            {
+                "name": f"dataset/{rel}",
+                "digest": {"sha256": sha},
+                "annotations": {"role": "dataset file", "format": dataset.get("format")},
+            }
+        )
     runtime = {p: s for p, s in payload.items() if p.startswith(f"{RECIPE}/runtime/")}
     if runtime:
-        deps.append({"name": f"{RECIPE}/runtime/", "digest": {"sha256": runtime_digest(runtime)},
-                     "annotations": {"role": "trainer", "digestOf": "manifest-sha256.txt lines of the directory"}})
+        deps.append(
+            {
+                "name": f"{RECIPE}/runtime/",
+                "digest": {"sha256": runtime_digest(runtime)},
+                "annotations": {"role": "trainer", "digestOf": "manifest-sha256.txt lines of the directory"},
+            }
+        )
     return deps
 
 
@@ -293,8 +332,9 @@ def _toml(path: Path) -> dict[str, Any]:
 Reader = Callable[[str], "str | None"]
 
 
-def provenance_findings(hashed: Mapping[str, str], read_text: Reader,
-                        trusted_keys: Sequence[Any] | None = None) -> list[str]:
+def provenance_findings(
+    hashed: Mapping[str, str], read_text: Reader, trusted_keys: Sequence[Any] | None = None
+) -> list[str]:
     """Every provenance problem: statements vs files, signatures vs the signer's key and the signed manifest.
 
     Works from what bundle.check_bag already has, so a directory and a streamed .tar are judged alike:
@@ -384,8 +424,17 @@ def loads_object(text: str | None) -> dict[str, Any]:
 RO_CRATE_CONTEXT = ["https://w3id.org/ro/crate/1.1/context", "https://w3id.org/ro/terms/workflow-run/context"]
 PROCESS_RUN_CRATE = "https://w3id.org/ro/wfrun/process/0.5"
 DOCKER_IMAGE = "https://w3id.org/ro/terms/workflow-run#DockerImage"
-RECIPE_INPUTS = ("config.toml", "requirements.lock", "image.lock.json", "Dockerfile", "source.json",
-                 "code.tar", "splits.json", "model.json", "dataset.json")
+RECIPE_INPUTS = (
+    "config.toml",
+    "requirements.lock",
+    "image.lock.json",
+    "Dockerfile",
+    "source.json",
+    "code.tar",
+    "splits.json",
+    "model.json",
+    "dataset.json",
+)
 
 
 def build_crate(bundle: Path) -> dict[str, Any]:
@@ -398,16 +447,25 @@ def build_crate(bundle: Path) -> dict[str, Any]:
 
     def file(rel: str, **extra: Any) -> dict[str, str]:
         crate_id = rel.removeprefix(PAYLOAD + "/")
-        entities[crate_id] = {"@id": crate_id, "@type": "File", "name": Path(rel).name, "sha256": payload[rel],
-                              "contentSize": str((bundle / rel).stat().st_size), **extra}
+        entities[crate_id] = {
+            "@id": crate_id,
+            "@type": "File",
+            "name": Path(rel).name,
+            "sha256": payload[rel],
+            "contentSize": str((bundle / rel).stat().st_size),
+            **extra,
+        }
         return {"@id": crate_id}
 
     runtime = {p: s for p, s in payload.items() if p.startswith(f"{RECIPE}/runtime/")}
     instrument_id = "recipe/runtime/"
     entities[instrument_id] = {
-        "@id": instrument_id, "@type": ["Dataset", "SoftwareSourceCode"], "name": "bundler runtime (the trainer)",
+        "@id": instrument_id,
+        "@type": ["Dataset", "SoftwareSourceCode"],
+        "name": "bundler runtime (the trainer)",
         "description": "Runs as `python -m runtime <recipe> <out>`; identified by the sha256 of its manifest lines.",
-        "identifier": f"sha256:{runtime_digest(runtime)}", "programmingLanguage": "Python",
+        "identifier": f"sha256:{runtime_digest(runtime)}",
+        "programmingLanguage": "Python",
         "hasPart": [file(p) for p in sorted(runtime)],
     }
     inputs = [file(f"{RECIPE}/{n}") for n in RECIPE_INPUTS if f"{RECIPE}/{n}" in payload]
@@ -417,9 +475,12 @@ def build_crate(bundle: Path) -> dict[str, Any]:
     for run_id in list_runs(bundle):
         actions.append(_run_action(bundle, run_id, payload, file, entities, image, inputs, instrument_id))
     root: dict[str, Any] = {
-        "@id": "./", "@type": "Dataset", "name": f"bundler bundle {bundle_id[:12]}",
+        "@id": "./",
+        "@type": "Dataset",
+        "name": f"bundler bundle {bundle_id[:12]}",
         "description": "A content-hashed LoRA fine-tuning run bundle (BagIt payload): recipe, inputs and runs.",
-        "identifier": f"bundler:{bundle_id}", "conformsTo": [{"@id": PROCESS_RUN_CRATE}],
+        "identifier": f"bundler:{bundle_id}",
+        "conformsTo": [{"@id": PROCESS_RUN_CRATE}],
         "license": str((config.get("publish") or {}).get("license") or "not recorded"),
         "hasPart": [{"@id": i} for i in sorted(entities) if entities[i]["@type"] == "File" or i == instrument_id],
         "mentions": [{"@id": a["@id"]} for a in actions],
@@ -428,8 +489,12 @@ def build_crate(bundle: Path) -> dict[str, Any]:
     if finished:
         root["datePublished"] = max(finished)  # from run.json, so the crate stays a function of the bundle
     graph = [
-        {"@id": "ro-crate-metadata.json", "@type": "CreativeWork", "about": {"@id": "./"},
-         "conformsTo": {"@id": "https://w3id.org/ro/crate/1.1"}},
+        {
+            "@id": "ro-crate-metadata.json",
+            "@type": "CreativeWork",
+            "about": {"@id": "./"},
+            "conformsTo": {"@id": "https://w3id.org/ro/crate/1.1"},
+        },
         root,
         {"@id": PROCESS_RUN_CRATE, "@type": "CreativeWork", "name": "Process Run Crate", "version": "0.5"},
         *actions,
@@ -438,8 +503,16 @@ def build_crate(bundle: Path) -> dict[str, Any]:
     return {"@context": RO_CRATE_CONTEXT, "@graph": graph}
 
 
-def _run_action(bundle: Path, run_id: str, payload: Mapping[str, str], file: Any, entities: dict[str, dict[str, Any]],
-                image: Mapping[str, Any], inputs: list[dict[str, str]], instrument_id: str) -> dict[str, Any]:
+def _run_action(
+    bundle: Path,
+    run_id: str,
+    payload: Mapping[str, str],
+    file: Any,
+    entities: dict[str, dict[str, Any]],
+    image: Mapping[str, Any],
+    inputs: list[dict[str, str]],
+    instrument_id: str,
+) -> dict[str, Any]:
     prefix = f"{RUNS}/{run_id}/"
     run_record = _json(bundle / prefix / "run.json")
     env = _json(bundle / prefix / "env.json")
@@ -451,9 +524,15 @@ def _run_action(bundle: Path, run_id: str, payload: Mapping[str, str], file: Any
         entities[env_id] = {"@id": env_id, "@type": "PropertyValue", "name": name, "value": value}
         environment.append({"@id": env_id})
     action: dict[str, Any] = {
-        "@id": f"#run-{run_id}", "@type": "CreateAction", "name": f"LoRA fine-tune, run {run_id[:12]}",
-        "identifier": run_id, "instrument": {"@id": instrument_id}, "object": inputs, "result": results,
-        "environment": environment, "actionStatus": {"@id": "http://schema.org/CompletedActionStatus"},
+        "@id": f"#run-{run_id}",
+        "@type": "CreateAction",
+        "name": f"LoRA fine-tune, run {run_id[:12]}",
+        "identifier": run_id,
+        "instrument": {"@id": instrument_id},
+        "object": inputs,
+        "result": results,
+        "environment": environment,
+        "actionStatus": {"@id": "http://schema.org/CompletedActionStatus"},
     }
     for key, field in (("startTime", "started"), ("endTime", "finished")):
         if run_record.get(field):
@@ -466,10 +545,18 @@ def _run_action(bundle: Path, run_id: str, payload: Mapping[str, str], file: Any
         name, _, tag = rest.rpartition(":") if ":" in rest else (rest, "", "")
         runner = run_record.get("runner") or env.get("runner")
         entities[image_id] = {
-            "@id": image_id, "@type": "ContainerImage", "additionalType": {"@id": DOCKER_IMAGE},
-            "registry": registry, "name": name, "tag": tag, "sha256": digest.removeprefix("sha256:"),
-            "description": ("the image this run ran in" if env.get("image_digest")
-                            else f"the base image the recipe pins; this run used the {runner} runner on the same lock"),
+            "@id": image_id,
+            "@type": "ContainerImage",
+            "additionalType": {"@id": DOCKER_IMAGE},
+            "registry": registry,
+            "name": name,
+            "tag": tag,
+            "sha256": digest.removeprefix("sha256:"),
+            "description": (
+                "the image this run ran in"
+                if env.get("image_digest")
+                else f"the base image the recipe pins; this run used the {runner} runner on the same lock"
+            ),
         }
         action["containerImage"] = {"@id": image_id}
     return action

@@ -70,9 +70,7 @@ def push_run(
     card = render_card(bundle_dir, run_id, repo_id=repo_id, strict=True)
     token = token or _token_now()
     if not token:
-        raise HubAuthError(
-            "no Hub token: HF_TOKEN is not set and the credential store holds none", _endpoint()
-        )
+        raise HubAuthError("no Hub token: HF_TOKEN is not set and the credential store holds none", _endpoint())
     # The card goes into the bundle first, so the pushed manifest lists the pushed card's hashes.
     store_card(bundle_dir, run_id, card)
     files = collect_files(bundle_dir, run_id)
@@ -92,10 +90,7 @@ def push_run(
         "url": url,
         "commit_url": f"{url}/commit/{commit}",
         "private": private,
-        "files": {
-            f.path_in_repo: sha256_bytes(f.data)
-            for f in sorted(files, key=lambda f: f.path_in_repo)
-        },
+        "files": {f.path_in_repo: sha256_bytes(f.data) for f in sorted(files, key=lambda f: f.path_in_repo)},
     }
     record_run_file(bundle_dir, run_id, "publish.json", canonical_json(record).encode("utf-8"))
     return {**record, "new_commit": new_commit}
@@ -119,15 +114,11 @@ def check_adapter(run_dir: Path) -> None:
 
     from bundler.card import is_local_path
 
-    missing = [
-        f"adapter/{name}" for name in ADAPTER_FILES if not (run_dir / "adapter" / name).is_file()
-    ]
+    missing = [f"adapter/{name}" for name in ADAPTER_FILES if not (run_dir / "adapter" / name).is_file()]
     if missing:
         raise MissingAdapterError(run_dir, missing)
     try:
-        config = json.loads(
-            (run_dir / "adapter" / "adapter_config.json").read_text(encoding="utf-8")
-        )
+        config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))
     except ValueError:
         raise InputError(
             f"run {run_dir.name[:12]}: adapter/adapter_config.json is not valid JSON",
@@ -148,11 +139,7 @@ def collect_files(bundle_dir: Path, run_id: str) -> list[PushFile]:
     from bundler.config import find_secret
 
     run_dir = bundle_dir / "data" / "runs" / run_id
-    files = [
-        PushFile(p.name, p.read_bytes())
-        for p in sorted((run_dir / "adapter").iterdir())
-        if p.is_file()
-    ]
+    files = [PushFile(p.name, p.read_bytes()) for p in sorted((run_dir / "adapter").iterdir()) if p.is_file()]
     for name in ("README.md", "loss.png"):
         if (run_dir / name).is_file():
             files.append(PushFile(name, (run_dir / name).read_bytes()))
@@ -172,12 +159,8 @@ def collect_files(bundle_dir: Path, run_id: str) -> list[PushFile]:
 def _manifest_without_push_records(bundle_dir: Path) -> bytes:
     """The payload manifest minus publish.json lines: a push record cannot be part of what it
     pushed, and leaving it out keeps a re-push of an unchanged run identical (no new commit)."""
-    lines = (
-        (bundle_dir / "manifest-sha256.txt").read_text(encoding="utf-8").splitlines(keepends=True)
-    )
-    return "".join(
-        line for line in lines if not line.rstrip("\n").endswith("/publish.json")
-    ).encode("utf-8")
+    lines = (bundle_dir / "manifest-sha256.txt").read_text(encoding="utf-8").splitlines(keepends=True)
+    return "".join(line for line in lines if not line.rstrip("\n").endswith("/publish.json")).encode("utf-8")
 
 
 def _upload(
@@ -193,9 +176,7 @@ def _upload(
         api.whoami()
     except HfHubHTTPError as exc:
         if _status(exc) in (401, 403):
-            raise HubAuthError(
-                f"the Hub refused the token (HTTP {_status(exc)})", endpoint
-            ) from None
+            raise HubAuthError(f"the Hub refused the token (HTTP {_status(exc)})", endpoint) from None
         raise HubUnavailableError(endpoint, 1, _short(exc)) from None
     except _transport_errors() + (OfflineModeIsEnabled,) as exc:
         # No retry: nothing was sent yet; an unreachable endpoint is usually a wrong HF_ENDPOINT.
@@ -207,9 +188,7 @@ def _upload(
         if branch != "main":
             api.create_branch(repo_id, branch=branch, exist_ok=True, repo_type="model")
         head_before = api.model_info(repo_id, revision=branch).sha
-        operations = [
-            CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=f.data) for f in files
-        ]
+        operations = [CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=f.data) for f in files]
         info = api.create_commit(
             repo_id,
             operations,
@@ -226,16 +205,12 @@ def _upload(
         except HfHubHTTPError as exc:
             status = _status(exc)
             if status in (401, 403):
-                raise HubAuthError(
-                    f"the Hub refused the token for {repo_id} (HTTP {status})", endpoint
-                ) from None
+                raise HubAuthError(f"the Hub refused the token for {repo_id} (HTTP {status})", endpoint) from None
             if status not in RETRYABLE_STATUS or delay is None:
                 raise HubUnavailableError(endpoint, number, _short(exc)) from None
         except _transport_errors() as exc:
             if delay is None:
-                raise HubUnavailableError(
-                    endpoint, number, f"{type(exc).__name__}: {exc}"
-                ) from None
+                raise HubUnavailableError(endpoint, number, f"{type(exc).__name__}: {exc}") from None
         time.sleep(delay)
     raise AssertionError("unreachable")
 

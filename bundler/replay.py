@@ -104,8 +104,11 @@ class RunRecord:
 
     @property
     def evals(self) -> dict[int, float]:
-        return {m["step"]: float(m["eval_loss"]) for m in self.metrics
-                if m.get("split") == "val" and isinstance(m.get("eval_loss"), (int, float))}
+        return {
+            m["step"]: float(m["eval_loss"])
+            for m in self.metrics
+            if m.get("split") == "val" and isinstance(m.get("eval_loss"), (int, float))
+        }
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -129,8 +132,14 @@ def read_run(bundle: Path, run_id: str) -> RunRecord:
         for line in metrics_path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 metrics.append(json.loads(line))
-    return RunRecord(run_id, path, _read_json(path / "results.json"), metrics,
-                     _read_json(path / "env.json"), _read_json(path / "run.json"))
+    return RunRecord(
+        run_id,
+        path,
+        _read_json(path / "results.json"),
+        metrics,
+        _read_json(path / "env.json"),
+        _read_json(path / "run.json"),
+    )
 
 
 def pick_recorded_run(bundle: Path, run_id: str | None) -> str:
@@ -138,8 +147,7 @@ def pick_recorded_run(bundle: Path, run_id: str | None) -> str:
     if run_id is not None:
         return resolve_run(bundle, run_id)
     resolve_run(bundle, None)  # raises when there is no run at all
-    full = [r for r in list_runs(bundle)
-            if not _read_json(bundle / RUNS / r / "run.json").get("max_steps_override")]
+    full = [r for r in list_runs(bundle) if not _read_json(bundle / RUNS / r / "run.json").get("max_steps_override")]
     return full[-1] if full else resolve_run(bundle, None)
 
 
@@ -178,13 +186,18 @@ def fingerprint(env: Mapping[str, Any]) -> dict[str, Any]:
 
 def fingerprint_differences(recorded: Mapping[str, Any], replay: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every field whose value differs, determinism settings first, then libraries, then hardware."""
+
     def order(field: str) -> tuple[int, str]:
         rank = 0 if field.startswith("determinism.") else 1 if field.startswith("library.") else 2
         return (rank, field)
 
     return [
-        {"field": f, "recorded": recorded.get(f), "replay": replay.get(f),
-         "affects_bitwise": f not in INFORMATIONAL_FIELDS}
+        {
+            "field": f,
+            "recorded": recorded.get(f),
+            "replay": replay.get(f),
+            "affects_bitwise": f not in INFORMATIONAL_FIELDS,
+        }
         for f in sorted(set(recorded) | set(replay), key=order)
         if recorded.get(f) != replay.get(f)
     ]
@@ -213,16 +226,28 @@ def compare_steps(recorded: RunRecord, replay: RunRecord, upto: int, tolerance: 
     old, new = recorded.steps, replay.steps
     compared = [s for s in sorted(old) if s <= upto]
     fields: dict[str, dict[str, Any]] = {
-        name: {"identical": True, "max_abs": 0.0, "max_rel": 0.0, "max_rel_step": None,
-               "first_difference_step": None, "bound": bound}
+        name: {
+            "identical": True,
+            "max_abs": 0.0,
+            "max_rel": 0.0,
+            "max_rel_step": None,
+            "first_difference_step": None,
+            "bound": bound,
+        }
         for name, bound in bounds.items()
     }
     missing = [s for s in compared if s not in new]
     divergence: dict[str, Any] | None = None
     if missing:
-        divergence = {"step": missing[0], "field": "missing", "recorded": None, "replay": None,
-                      "abs": None, "rel": None,
-                      "detail": f"{len(missing)} recorded step(s) missing from the replay, from step {missing[0]}"}
+        divergence = {
+            "step": missing[0],
+            "field": "missing",
+            "recorded": None,
+            "replay": None,
+            "abs": None,
+            "rel": None,
+            "detail": f"{len(missing)} recorded step(s) missing from the replay, from step {missing[0]}",
+        }
     for step in compared:
         if step not in new:
             continue
@@ -243,16 +268,31 @@ def compare_steps(recorded: RunRecord, replay: RunRecord, upto: int, tolerance: 
             if rel > summary["max_rel"]:
                 summary["max_rel"], summary["max_rel_step"] = rel, step
             if rel > summary["bound"] and (divergence is None or step < divergence["step"]):
-                divergence = {"step": step, "field": name, "recorded": a, "replay": b, "abs": diff, "rel": rel,
-                              "detail": f"{name} at step {step}: recorded {a!r}, replay {b!r} "
-                                        f"(relative difference {rel:.3g} > bound {summary['bound']:g})"}
+                divergence = {
+                    "step": step,
+                    "field": name,
+                    "recorded": a,
+                    "replay": b,
+                    "abs": diff,
+                    "rel": rel,
+                    "detail": f"{name} at step {step}: recorded {a!r}, replay {b!r} "
+                    f"(relative difference {rel:.3g} > bound {summary['bound']:g})",
+                }
     extra = sorted(s for s in new if s > upto or s not in old)
-    return {"compared": len(compared), "recorded": len(old), "replay": len(new), "missing": missing,
-            "extra": extra, "fields": fields, "divergence": divergence}
+    return {
+        "compared": len(compared),
+        "recorded": len(old),
+        "replay": len(new),
+        "missing": missing,
+        "extra": extra,
+        "fields": fields,
+        "divergence": divergence,
+    }
 
 
-def compare_evals(recorded: RunRecord, replay: RunRecord, upto: int, tolerance: Tolerance,
-                  partial: bool) -> list[dict[str, Any]]:
+def compare_evals(
+    recorded: RunRecord, replay: RunRecord, upto: int, tolerance: Tolerance, partial: bool
+) -> list[dict[str, Any]]:
     """Eval losses at common steps, and (full replays) every final eval metric in results.json."""
     rows = []
     for step in sorted(set(recorded.evals) & set(replay.evals)):
@@ -269,11 +309,25 @@ def _metric_row(name: str, recorded: Any, replay: Any, bound: float) -> dict[str
     a, b = _number(recorded), _number(replay)
     if a is None or b is None:
         same = a is None and b is None
-        return {"name": name, "recorded": recorded, "replay": replay, "abs": None,
-                "identical": same, "within": same, "bound": bound}
+        return {
+            "name": name,
+            "recorded": recorded,
+            "replay": replay,
+            "abs": None,
+            "identical": same,
+            "within": same,
+            "bound": bound,
+        }
     diff = abs(a - b)
-    return {"name": name, "recorded": a, "replay": b, "abs": diff, "identical": diff == 0.0,
-            "within": diff <= bound, "bound": bound}
+    return {
+        "name": name,
+        "recorded": a,
+        "replay": b,
+        "abs": diff,
+        "identical": diff == 0.0,
+        "within": diff <= bound,
+        "bound": bound,
+    }
 
 
 def compare_adapters(recorded: RunRecord, replay: RunRecord) -> dict[str, Any]:
@@ -284,14 +338,20 @@ def compare_adapters(recorded: RunRecord, replay: RunRecord) -> dict[str, Any]:
     old_bytes, new_bytes = file_sha(recorded), file_sha(replay)
     old_tensor = recorded.results.get("adapter_tensor_sha256")
     new_tensor = replay.results.get("adapter_tensor_sha256")
-    return {"compared": True, "recorded_sha256": old_bytes, "replay_sha256": new_bytes,
-            "bytes_equal": old_bytes is not None and old_bytes == new_bytes,
-            "recorded_tensor_sha256": old_tensor, "replay_tensor_sha256": new_tensor,
-            "tensors_equal": old_tensor is not None and old_tensor == new_tensor}
+    return {
+        "compared": True,
+        "recorded_sha256": old_bytes,
+        "replay_sha256": new_bytes,
+        "bytes_equal": old_bytes is not None and old_bytes == new_bytes,
+        "recorded_tensor_sha256": old_tensor,
+        "replay_tensor_sha256": new_tensor,
+        "tensors_equal": old_tensor is not None and old_tensor == new_tensor,
+    }
 
 
-def compare_runs(bundle: Path, recorded: RunRecord, replay: RunRecord, *, tolerance: Tolerance,
-                 steps: int | None = None) -> dict[str, Any]:
+def compare_runs(
+    bundle: Path, recorded: RunRecord, replay: RunRecord, *, tolerance: Tolerance, steps: int | None = None
+) -> dict[str, Any]:
     """Compare a replay with the recorded run and return the report (schema bundler.replay/1)."""
     recorded_steps = int(recorded.results.get("steps") or len(recorded.steps))
     partial = steps is not None and steps < recorded_steps
@@ -306,11 +366,16 @@ def compare_runs(bundle: Path, recorded: RunRecord, replay: RunRecord, *, tolera
     eval_out = [row for row in evals if not row["within"]]
     if divergence is None and eval_out:
         row = eval_out[0]
-        divergence = {"step": None, "field": f"eval.{row['name']}", "recorded": row["recorded"],
-                      "replay": row["replay"], "abs": row["abs"], "rel": None,
-                      "detail": f"eval metric {row['name']}: recorded {row['recorded']!r}, replay {row['replay']!r}"
-                                + (f" (absolute difference {row['abs']:.3g} > bound {row['bound']:g})"
-                                   if row["abs"] is not None else "")}
+        divergence = {
+            "step": None,
+            "field": f"eval.{row['name']}",
+            "recorded": row["recorded"],
+            "replay": row["replay"],
+            "abs": row["abs"],
+            "rel": None,
+            "detail": f"eval metric {row['name']}: recorded {row['recorded']!r}, replay {row['replay']!r}"
+            + (f" (absolute difference {row['abs']:.3g} > bound {row['bound']:g})" if row["abs"] is not None else ""),
+        }
     verdict = "IDENTICAL" if bitwise else "DIVERGED" if divergence else "EQUIVALENT"
 
     old_print, new_print = fingerprint(recorded.env), fingerprint(replay.env)
@@ -319,36 +384,50 @@ def compare_runs(bundle: Path, recorded: RunRecord, replay: RunRecord, *, tolera
     deterministic = is_deterministic_run(bundle, recorded)
     reasons = []
     if not deterministic:
-        reasons.append("the recorded run was made with deterministic = false: bitwise reproduction is not "
-                       "expected, only equivalence")
+        reasons.append(
+            "the recorded run was made with deterministic = false: bitwise reproduction is not "
+            "expected, only equivalence"
+        )
     if relevant:
-        reasons.append(f"{len(relevant)} fingerprint field(s) differ ({', '.join(d['field'] for d in relevant[:6])}"
-                       f"{', ...' if len(relevant) > 6 else ''}): only equivalence is expected")
+        reasons.append(
+            f"{len(relevant)} fingerprint field(s) differ ({', '.join(d['field'] for d in relevant[:6])}"
+            f"{', ...' if len(relevant) > 6 else ''}): only equivalence is expected"
+        )
     if not reasons:
-        reasons.append("same device, SM count, driver, CUDA, CPU, Python, libraries and determinism settings, "
-                       "deterministic = true: bitwise reproduction is expected")
+        reasons.append(
+            "same device, SM count, driver, CUDA, CPU, Python, libraries and determinism settings, "
+            "deterministic = true: bitwise reproduction is expected"
+        )
     expected = "IDENTICAL" if deterministic and not relevant else "EQUIVALENT"
     belongs = run_belongs_to_bundle(bundle, recorded)
 
     causes = []
     if VERDICTS.index(verdict) > VERDICTS.index(expected):
         if not belongs:
-            causes.append("the recorded run's ID does not match this bundle's ID and its outputs: "
-                          "it was not recorded from this recipe")
+            causes.append(
+                "the recorded run's ID does not match this bundle's ID and its outputs: "
+                "it was not recorded from this recipe"
+            )
         if not deterministic:
             causes.append("the recorded run was made with deterministic = false")
         causes += [f"{d['field']}: recorded {d['recorded']!r}, replay {d['replay']!r}" for d in relevant]
         if not causes:
-            causes.append("no recorded fingerprint field differs: the runtime or its inputs behaved "
-                          "nondeterministically on this machine (worth a bug report)")
+            causes.append(
+                "no recorded fingerprint field differs: the runtime or its inputs behaved "
+                "nondeterministically on this machine (worth a bug report)"
+            )
 
     notes = []
     if partial:
-        notes.append(f"partial replay: only the first {upto} of {recorded_steps} steps were run and compared "
-                     "(--steps); the adapter and the final eval metrics were not compared")
+        notes.append(
+            f"partial replay: only the first {upto} of {recorded_steps} steps were run and compared "
+            "(--steps); the adapter and the final eval metrics were not compared"
+        )
     if replay.record.get("allow_drift") and replay.record.get("drift"):
-        notes.append(f"the replay ran with --allow-drift: {len(replay.record['drift'])} package(s) differ "
-                     "from the lock (see run.json of the replay)")
+        notes.append(
+            f"the replay ran with --allow-drift: {len(replay.record['drift'])} package(s) differ "
+            "from the lock (see run.json of the replay)"
+        )
     if step_report["extra"] and not partial:
         notes.append(f"the replay has {len(step_report['extra'])} step(s) the recorded run does not")
     if verdict != "IDENTICAL" and VERDICTS.index(verdict) <= VERDICTS.index(expected) and expected != "IDENTICAL":
@@ -410,13 +489,15 @@ def replay_bundle(
 
     open_bundle(bundle)
     if steps is not None and steps < 1:
-        raise InputError(f"--steps must be at least 1, got {steps}",
-                         "pass the number of steps to replay, e.g. --steps 5")
+        raise InputError(
+            f"--steps must be at least 1, got {steps}", "pass the number of steps to replay, e.g. --steps 5"
+        )
     try:
         require_verified(bundle)
     except VerifyFailed as exc:
-        raise InputError(str(exc),
-                         "a bundle that fails verify is never replayed; restore it from its archive") from None
+        raise InputError(
+            str(exc), "a bundle that fails verify is never replayed; restore it from its archive"
+        ) from None
     recorded = read_run(bundle, pick_recorded_run(bundle, run_id))
     runner = runner or recorded.record.get("runner") or "venv"
     recorded_steps = int(recorded.results.get("steps") or 0)
@@ -426,10 +507,13 @@ def replay_bundle(
     if limit is not None and recorded_steps:
         limit = min(limit, recorded_steps)
     max_steps = limit if limit is not None and (limit < recorded_steps or override) else None
-    ui.stage(f"replaying run {recorded.run_id[:12]} with the {runner} runner"
-             + (f" (first {max_steps} of {recorded_steps} steps)" if max_steps else ""))
+    ui.stage(
+        f"replaying run {recorded.run_id[:12]} with the {runner} runner"
+        + (f" (first {max_steps} of {recorded_steps} steps)" if max_steps else "")
+    )
     model, data = locate_inputs(bundle, model_dir, data_dir, runner)
-    new_id = run_bundle(bundle, runner=runner, model_dir=model, data_dir=data, max_steps=max_steps,
-                        allow_drift=allow_drift, gpus=gpus)
+    new_id = run_bundle(
+        bundle, runner=runner, model_dir=model, data_dir=data, max_steps=max_steps, allow_drift=allow_drift, gpus=gpus
+    )
     replay = read_run(bundle, new_id)
     return compare_runs(bundle, recorded, replay, tolerance=tolerance or Tolerance(), steps=max_steps)

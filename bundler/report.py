@@ -28,22 +28,41 @@ def check_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows = []
     adapter = report["adapter"]
     if adapter.get("compared"):
-        rows.append(("adapter bytes (sha256)", _fmt(adapter["recorded_sha256"])[:16],
-                     _fmt(adapter["replay_sha256"])[:16],
-                     "equal" if adapter["bytes_equal"] else "differ"))
-        rows.append(("adapter tensors (sha256)", _fmt(adapter["recorded_tensor_sha256"])[:16],
-                     _fmt(adapter["replay_tensor_sha256"])[:16], "equal" if adapter["tensors_equal"] else "differ"))
+        rows.append(
+            (
+                "adapter bytes (sha256)",
+                _fmt(adapter["recorded_sha256"])[:16],
+                _fmt(adapter["replay_sha256"])[:16],
+                "equal" if adapter["bytes_equal"] else "differ",
+            )
+        )
+        rows.append(
+            (
+                "adapter tensors (sha256)",
+                _fmt(adapter["recorded_tensor_sha256"])[:16],
+                _fmt(adapter["replay_tensor_sha256"])[:16],
+                "equal" if adapter["tensors_equal"] else "differ",
+            )
+        )
     else:
         rows.append(("adapter", "-", "-", "not compared (partial replay)"))
     steps = report["steps"]
-    rows.append(("steps", str(steps["recorded"]), str(steps["replay"]),
-                 f"{steps['compared']} compared" + (f", {len(steps['missing'])} missing" if steps["missing"] else "")))
+    rows.append(
+        (
+            "steps",
+            str(steps["recorded"]),
+            str(steps["replay"]),
+            f"{steps['compared']} compared" + (f", {len(steps['missing'])} missing" if steps["missing"] else ""),
+        )
+    )
     for name, field in steps["fields"].items():
         if field["identical"]:
             result = "bitwise equal"
         else:
-            result = (f"max rel {field['max_rel']:.3g} at step {field['max_rel_step']} (bound {field['bound']:g}); "
-                      f"first difference at step {field['first_difference_step']}")
+            result = (
+                f"max rel {field['max_rel']:.3g} at step {field['max_rel_step']} (bound {field['bound']:g}); "
+                f"first difference at step {field['first_difference_step']}"
+            )
         rows.append((f"per-step {name}", "", "", result))
     for row in report["eval"]:
         if row["identical"]:
@@ -77,8 +96,10 @@ def render_table(report: dict[str, Any]) -> None:
     color = VERDICT_COLORS[report["verdict"]]
     out.print(f"[bold {color}]{escape(report['verdict'])}[/]  {escape(headline(report).partition(' ')[2])}")
     out.print(f"bundle   {report['bundle_id']}")
-    out.print(f"recorded {report['recorded_run'][:12]} ({report['recorded_runner']})   "
-              f"replay {report['replay_run'][:12]} ({report['replay_runner']})")
+    out.print(
+        f"recorded {report['recorded_run'][:12]} ({report['recorded_runner']})   "
+        f"replay {report['replay_run'][:12]} ({report['replay_runner']})"
+    )
     table = Table(title="comparison", title_justify="left")
     for column in ("check", "recorded", "replay", "result"):
         table.add_column(column)
@@ -91,8 +112,11 @@ def render_table(report: dict[str, Any]) -> None:
         for column in ("field", "recorded", "replay"):
             prints.add_column(column)
         for d in differences:
-            prints.add_row(escape(d["field"] + ("" if d["affects_bitwise"] else " (informational)")),
-                           escape(_fmt(d["recorded"])), escape(_fmt(d["replay"])))
+            prints.add_row(
+                escape(d["field"] + ("" if d["affects_bitwise"] else " (informational)")),
+                escape(_fmt(d["recorded"])),
+                escape(_fmt(d["replay"])),
+            )
         out.print(prints)
     for line in report["expectation"]:
         out.print(f"expected: {escape(line)}")
@@ -112,8 +136,7 @@ def render_overlay_png(report: dict[str, Any]) -> bytes:
     recorded = [(s, v) for s, v in curves["recorded"] if isinstance(v, (int, float))]
     replay = [(s, v) for s, v in curves["replay"] if isinstance(v, (int, float))]
     replayed = dict(replay)
-    rel = [(s, abs(v - replayed[s]) / max(abs(v), abs(replayed[s]), 1e-30))
-           for s, v in recorded if s in replayed]
+    rel = [(s, abs(v - replayed[s]) / max(abs(v), abs(replayed[s]), 1e-30)) for s, v in recorded if s in replayed]
     divergence = report.get("divergence") or {}
     defaults = {k: v for k, v in matplotlib.rcParamsDefault.items() if k not in ("backend", "backend_fallback")}
     with matplotlib.rc_context(defaults):
@@ -121,35 +144,73 @@ def render_overlay_png(report: dict[str, Any]) -> bytes:
         FigureCanvasAgg(figure)
         top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.4]})
         if recorded:
-            top.plot([s for s, _ in recorded], [v for _, v in recorded], label="recorded train loss",
-                     color="#1f77b4", linewidth=2.5, alpha=0.6)
+            top.plot(
+                [s for s, _ in recorded],
+                [v for _, v in recorded],
+                label="recorded train loss",
+                color="#1f77b4",
+                linewidth=2.5,
+                alpha=0.6,
+            )
         if replay:
-            top.plot([s for s, _ in replay], [v for _, v in replay], label="replay train loss",
-                     color="#ff7f0e", linestyle="--", linewidth=1.2)
-        for key, label, color in (("recorded_eval", "recorded val loss", "#2ca02c"),
-                                  ("replay_eval", "replay val loss", "#8c564b")):
+            top.plot(
+                [s for s, _ in replay],
+                [v for _, v in replay],
+                label="replay train loss",
+                color="#ff7f0e",
+                linestyle="--",
+                linewidth=1.2,
+            )
+        for key, label, color in (
+            ("recorded_eval", "recorded val loss", "#2ca02c"),
+            ("replay_eval", "replay val loss", "#8c564b"),
+        ):
             points = curves.get(key) or []
             if points:
-                top.plot([s for s, _ in points], [v for _, v in points], label=label, color=color,
-                         marker="o", linestyle="none", markersize=5 if key == "recorded_eval" else 3)
+                top.plot(
+                    [s for s, _ in points],
+                    [v for _, v in points],
+                    label=label,
+                    color=color,
+                    marker="o",
+                    linestyle="none",
+                    markersize=5 if key == "recorded_eval" else 3,
+                )
         step = divergence.get("step")
         if isinstance(step, int):
             for axes in (top, bottom):
                 axes.axvline(step, color=DIVERGENCE_COLOR, linestyle="-", linewidth=1.5)
-            top.annotate(f"first divergence: step {step} ({divergence.get('field')})", xy=(step, top.get_ylim()[1]),
-                         xytext=(4, -14), textcoords="offset points", color=DIVERGENCE_COLOR, fontsize=8)
+            top.annotate(
+                f"first divergence: step {step} ({divergence.get('field')})",
+                xy=(step, top.get_ylim()[1]),
+                xytext=(4, -14),
+                textcoords="offset points",
+                color=DIVERGENCE_COLOR,
+                fontsize=8,
+            )
         if report["partial"]:
-            top.axvspan(report["steps_compared"] + 0.5, max([s for s, _ in recorded] or [0]) + 0.5,
-                        color="#999999", alpha=0.15, label="not replayed (--steps)")
+            top.axvspan(
+                report["steps_compared"] + 0.5,
+                max([s for s, _ in recorded] or [0]) + 0.5,
+                color="#999999",
+                alpha=0.15,
+                label="not replayed (--steps)",
+            )
         top.set_ylabel("loss")
-        top.set_title(f"replay: {report['verdict']} (expected {report['expected']})"
-                      + (" — partial" if report["partial"] else ""))
+        top.set_title(
+            f"replay: {report['verdict']} (expected {report['expected']})" + (" — partial" if report["partial"] else "")
+        )
         top.grid(True, alpha=0.3)
         top.legend(fontsize=8)
         if rel:
             bottom.plot([s for s, _ in rel], [v for _, v in rel], color="#9467bd", marker=".", linewidth=1)
-        bottom.axhline(report["tolerance"]["loss"], color="#7f7f7f", linestyle="--", linewidth=1,
-                       label=f"loss bound {report['tolerance']['loss']:g}")
+        bottom.axhline(
+            report["tolerance"]["loss"],
+            color="#7f7f7f",
+            linestyle="--",
+            linewidth=1,
+            label=f"loss bound {report['tolerance']['loss']:g}",
+        )
         bottom.set_ylim(bottom=0)
         bottom.set_ylabel("|rel diff|")
         bottom.set_xlabel("optimizer step")

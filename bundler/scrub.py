@@ -26,8 +26,26 @@ _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^/\s:@
 # Shorter values are too likely to occur by chance ("true", "1", a region name).
 MIN_SECRET_LENGTH = 8
 # Text files worth scanning as text; other files are scanned for exact values only.
-TEXT_SUFFIXES = {".json", ".jsonl", ".toml", ".md", ".txt", ".log", ".in", ".lock", ".patch", ".py", ".cfg",
-                 ".yaml", ".yml", ".csv", ".html", ".sh", ".ini", ""}
+TEXT_SUFFIXES = {
+    ".json",
+    ".jsonl",
+    ".toml",
+    ".md",
+    ".txt",
+    ".log",
+    ".in",
+    ".lock",
+    ".patch",
+    ".py",
+    ".cfg",
+    ".yaml",
+    ".yml",
+    ".csv",
+    ".html",
+    ".sh",
+    ".ini",
+    "",
+}
 SCAN_LIMIT = 256 * 1024 * 1024
 
 

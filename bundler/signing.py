@@ -240,9 +240,14 @@ def sign_bundle(bundle: Path, key_path: Path) -> dict[str, Any]:
     envelope = sign_envelope(MANIFEST_PAYLOAD_TYPE, canonical_json(manifest).encode("utf-8"), key)
     atomic_write_text(bundle / BUNDLE_ENVELOPE, canonical_json(envelope))
     _write_tags(bundle, _payload_hashes(bundle))
-    return {"schema": "bundler.sign/1", "bundle": str(bundle), "bundle_id": bundle_id_of(bundle),
-            "keyid": public.keyid, "runs": runs,
-            "files": sorted([SIGNER, BUNDLE_ENVELOPE, *(envelope_name(r) for r in runs)])}
+    return {
+        "schema": "bundler.sign/1",
+        "bundle": str(bundle),
+        "bundle_id": bundle_id_of(bundle),
+        "keyid": public.keyid,
+        "runs": runs,
+        "files": sorted([SIGNER, BUNDLE_ENVELOPE, *(envelope_name(r) for r in runs)]),
+    }
 
 
 def signed_manifest(bundle: Path, keyid: str) -> dict[str, Any]:
@@ -251,9 +256,7 @@ def signed_manifest(bundle: Path, keyid: str) -> dict[str, Any]:
     The payload view comes from the payload manifest, which sign_bundle verified against the files.
     """
     provenance = {
-        p.relative_to(bundle).as_posix(): sha256_file(p)
-        for p in sorted((bundle / PROVENANCE).iterdir())
-        if p.is_file()
+        p.relative_to(bundle).as_posix(): sha256_file(p) for p in sorted((bundle / PROVENANCE).iterdir()) if p.is_file()
     }
     return {
         "schema": SIGNED_MANIFEST_SCHEMA,
@@ -264,8 +267,9 @@ def signed_manifest(bundle: Path, keyid: str) -> dict[str, Any]:
     }
 
 
-def signature_findings(hashed: Mapping[str, str], read_text: Reader,
-                       trusted_keys: Sequence[PublicKey] | None = None) -> list[str]:
+def signature_findings(
+    hashed: Mapping[str, str], read_text: Reader, trusted_keys: Sequence[PublicKey] | None = None
+) -> list[str]:
     """Every envelope must verify with signer.json's key and sign what the bundle holds now."""
     envelopes = sorted(p for p in hashed if p.startswith(PROVENANCE + "/") and p.endswith(".dsse.json"))
     if not envelopes and SIGNER not in hashed:
@@ -320,13 +324,17 @@ def _bundle_envelope_findings(hashed: Mapping[str, str], read_text: Reader, key:
     findings = []
     bundle_id = _bundle_id(read_text("bag-info.txt"))
     if signed.get("bundle_id") != bundle_id:
-        findings.append(f"{BUNDLE_ENVELOPE}: signed for bundle {str(signed.get('bundle_id'))[:12]}, "
-                        f"this bundle is {bundle_id[:12]}")
+        findings.append(
+            f"{BUNDLE_ENVELOPE}: signed for bundle {str(signed.get('bundle_id'))[:12]}, this bundle is {bundle_id[:12]}"
+        )
     if signed.get("keyid") != key.keyid:
         findings.append(f"{BUNDLE_ENVELOPE}: names key {signed.get('keyid')}, signed by {key.keyid}")
     for signed_view, now in ((signed_payload, signed_payload_view(hashed)), (signed_prov, _provenance_view(hashed))):
-        findings += [f"{BUNDLE_ENVELOPE}: {p} changed after signing" for p in sorted(signed_view)
-                     if p in now and now[p] != signed_view[p]]
+        findings += [
+            f"{BUNDLE_ENVELOPE}: {p} changed after signing"
+            for p in sorted(signed_view)
+            if p in now and now[p] != signed_view[p]
+        ]
         findings += [f"{BUNDLE_ENVELOPE}: {p} was removed after signing" for p in sorted(set(signed_view) - set(now))]
         findings += [f"{BUNDLE_ENVELOPE}: {p} was added after signing" for p in sorted(set(now) - set(signed_view))]
     return findings

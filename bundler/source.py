@@ -64,9 +64,7 @@ def strip_credentials(url: str) -> str:
 
 
 def repo_root(path: Path) -> Path:
-    result = subprocess.run(
-        ["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True, text=True
-    )
+    result = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
     if result.returncode != 0:
         raise SourceError(
             f"{path} is not inside a git repository; the bundle must record the code commit",
@@ -86,7 +84,11 @@ def describe_source(project: Path, allow_dirty: bool) -> tuple[SourceRecord, byt
         raise SourceError(f"{root} has no commit yet", "commit the project first: `git add -A && git commit`")
     commit = head.stdout.strip()
     spec = rel or "."
-    tree = _git(root, "rev-parse", f"{commit}:{rel}").strip() if rel else _git(root, "rev-parse", f"{commit}^{{tree}}").strip()
+    tree = (
+        _git(root, "rev-parse", f"{commit}:{rel}").strip()
+        if rel
+        else _git(root, "rev-parse", f"{commit}^{{tree}}").strip()
+    )
     _refuse_unpinned_submodules(root, spec)
     status = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--", spec)
     dirty_files = tuple(sorted({entry[3:] for entry in status.split("\0") if len(entry) > 3}))
@@ -121,7 +123,9 @@ def _dirty_patch(root: Path, commit: str, spec: str) -> bytes:
         _git(root, "add", "-A", "--", spec, env=env)
         return subprocess.run(
             ["git", "-C", str(root), "diff", "--cached", "--binary", "--no-color", commit, "--", spec],
-            capture_output=True, check=True, env={**os.environ, **env},
+            capture_output=True,
+            check=True,
+            env={**os.environ, **env},
         ).stdout
 
 
@@ -130,13 +134,13 @@ def archive_commit(root: Path, commit: str, rel: str) -> bytes:
     listing = _git_bytes(root, "ls-tree", "-r", "-z", "--full-tree", commit, *([rel] if rel else []))
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        entries = []
+        entries: list[tuple[str, str, str, str]] = []
         for entry in listing.split(b"\0"):
             if not entry:
                 continue
-            meta, path = entry.split(b"\t", 1)
-            mode, kind, obj = meta.split()
-            entries.append((path.decode(), mode.decode(), kind.decode(), obj.decode()))
+            meta, raw_path = entry.split(b"\t", 1)
+            mode, kind, obj = (field.decode() for field in meta.split())
+            entries.append((raw_path.decode(), mode, kind, obj))
         for path, mode, kind, obj in sorted(entries):
             if kind != "blob":
                 continue  # submodules (commits) are recorded by their pinned commit in the tree, not archived

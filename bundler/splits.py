@@ -46,11 +46,39 @@ from bundler.config import BundleConfig, DataConfig, SplitConfig
 from bundler.errors import DatasetChangedError, DatasetError, SplitError
 
 __all__ = [
-    "CONTENT_HASH", "DROPPED", "KEYED_HASH", "NORMALIZATION", "ROOT_HASH", "SCHEMA", "SPLITS", "SUMMARY_SCHEMA",
-    "ExampleTable", "Leak", "ReadPlan", "Units", "assign_by_hash", "assign_stratified", "assign_temporal",
-    "build_manifest", "content_hash", "find_leakage", "group_duplicates", "keyed_position", "largest_remainder",
-    "load_split", "make_split_manifest", "make_units", "manifest_text", "normalize_text", "read_examples",
-    "read_manifest", "select_split", "split_root", "summarize", "summary_lines", "text_fields_for",
+    "CONTENT_HASH",
+    "DROPPED",
+    "KEYED_HASH",
+    "NORMALIZATION",
+    "ROOT_HASH",
+    "SCHEMA",
+    "SPLITS",
+    "SUMMARY_SCHEMA",
+    "ExampleTable",
+    "Leak",
+    "ReadPlan",
+    "Units",
+    "assign_by_hash",
+    "assign_stratified",
+    "assign_temporal",
+    "build_manifest",
+    "content_hash",
+    "find_leakage",
+    "group_duplicates",
+    "keyed_position",
+    "largest_remainder",
+    "load_split",
+    "make_split_manifest",
+    "make_units",
+    "manifest_text",
+    "normalize_text",
+    "read_examples",
+    "read_manifest",
+    "select_split",
+    "split_root",
+    "summarize",
+    "summary_lines",
+    "text_fields_for",
     "write_manifest",
 ]
 
@@ -98,9 +126,7 @@ def build_manifest(
     records = iter(records)
     first = next(records, None)
     if first is None:
-        raise DatasetError(
-            "the dataset has no examples", "add examples; an empty dataset cannot be split"
-        )
+        raise DatasetError("the dataset has no examples", "add examples; an empty dataset cannot be split")
     if data.id_field is None:
         # A warning, not info: with content-hash IDs an edited example is a new example and may
         # change split, which the user should know before relying on the split.
@@ -130,9 +156,7 @@ def build_manifest(
         places = assign_by_hash(table, units, split)
     elif split.method == "stratified":
         places, small = assign_stratified(table, units, split)
-        method.update(
-            label_field=data.label_field, rounding="largest-remainder", small_classes=small
-        )
+        method.update(label_field=data.label_field, rounding="largest-remainder", small_classes=small)
     else:
         places, cuts = assign_temporal(table, units, split)
         method.update(date_field=data.date_field, rounding="largest-remainder", cuts=cuts)
@@ -175,9 +199,7 @@ def build_manifest(
     return manifest
 
 
-def _chain(
-    first: Mapping[str, Any], rest: Iterable[Mapping[str, Any]]
-) -> Iterable[Mapping[str, Any]]:
+def _chain(first: Mapping[str, Any], rest: Iterable[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
     yield first
     yield from rest
 
@@ -238,9 +260,7 @@ def _split_entries(table: ExampleTable, split_of: Sequence[str]) -> dict[str, An
     return entries
 
 
-def _label_counts(
-    table: ExampleTable, split_of: Sequence[str], label_field: str | None
-) -> dict[str, Any] | None:
+def _label_counts(table: ExampleTable, split_of: Sequence[str], label_field: str | None) -> dict[str, Any] | None:
     if label_field is None or not table.labels:
         return None
     counts: dict[str, Counter[str]] = {name: Counter() for name in SPLITS}
@@ -250,9 +270,7 @@ def _label_counts(
     return {"field": label_field, **{n: dict(sorted(c.items())) for n, c in counts.items()}}
 
 
-def _leakage_report(
-    table: ExampleTable, groups: list[list[int]], split_of: Sequence[str], mode: str
-) -> dict[str, Any]:
+def _leakage_report(table: ExampleTable, groups: list[list[int]], split_of: Sequence[str], mode: str) -> dict[str, Any]:
     listed: list[dict[str, Any]] = []
     for group in groups:
         raws = {table.raw_keys[i] for i in group}
@@ -309,9 +327,7 @@ def find_leakage(manifest: Mapping[str, Any], records: Iterable[Mapping[str, Any
     fields = manifest["dedupe"]["fields"]
     by_key: dict[bytes, list[tuple[str, str]]] = {}
     for position, record in enumerate(records):
-        example_id = (
-            content_hash(record) if id_field is None else example_id_of(record, id_field, position)
-        )
+        example_id = content_hash(record) if id_field is None else example_id_of(record, id_field, position)
         place = split_of.get(example_id)
         if place is None:
             continue
@@ -350,9 +366,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise SplitError(
-            f"cannot read split manifest {path}: {exc}", "run `bundler split` to write it"
-        ) from None
+        raise SplitError(f"cannot read split manifest {path}: {exc}", "run `bundler split` to write it") from None
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
         found = manifest.get("schema") if isinstance(manifest, dict) else None
         raise SplitError(
@@ -362,24 +376,18 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_split(
-    manifest: Mapping[str, Any], config: BundleConfig, project_dir: Path
-) -> dict[str, list[dict]]:
+def load_split(manifest: Mapping[str, Any], config: BundleConfig, project_dir: Path) -> dict[str, list[dict]]:
     """Load the dataset and return the manifest's exact split; raise if an example changed."""
     from bundler.datasource import load_records
 
     loaded = load_records(config, project_dir)
     recorded = manifest.get("dataset", {}).get("files", {})
     if recorded and recorded != dict(sorted(loaded.sha256.items())):
-        log.warning(
-            "dataset files differ from the ones the manifest recorded; checking each example"
-        )
+        log.warning("dataset files differ from the ones the manifest recorded; checking each example")
     return select_split(manifest, loaded.records)
 
 
-def select_split(
-    manifest: Mapping[str, Any], records: Iterable[dict[str, Any]]
-) -> dict[str, list[dict]]:
+def select_split(manifest: Mapping[str, Any], records: Iterable[dict[str, Any]]) -> dict[str, list[dict]]:
     """Return {split: records in sorted-ID order} for the manifest's IDs; check every hash."""
     id_field = manifest.get("id_field")
     wanted: dict[str, tuple[str, str]] = {}
@@ -414,9 +422,7 @@ def summarize(manifest: Mapping[str, Any]) -> dict[str, Any]:
         for name in SPLITS:
             counts = labels.get(name, {})
             total = sum(counts.values())
-            balance[name] = {
-                k: {"count": v, "share": round(v / total, 4)} for k, v in counts.items()
-            }
+            balance[name] = {k: {"count": v, "share": round(v / total, 4)} for k, v in counts.items()}
     return {
         "schema": SUMMARY_SCHEMA,
         "method": method.get("name"),

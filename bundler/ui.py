@@ -46,8 +46,13 @@ class StepProgress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._bar = Progress(
-                TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
-                TimeElapsedColumn(), console=console(), transient=True,
+                TextColumn(self.label),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[loss]}"),
+                TimeElapsedColumn(),
+                console=console(),
+                transient=True,
             )
             self._bar.__enter__()
         return self

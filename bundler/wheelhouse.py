@@ -107,8 +107,7 @@ def _pip_download(pins: list[LockedRequirement], into: Path, python: str) -> Non
         tail = "\n".join(output.strip().splitlines()[-12:])
         raise EnvironmentSetupError(
             f"pip download failed (exit {done.returncode}):\n{tail}",
-            "check the index is reachable; a package with no wheel for the target "
-            "cannot go into a hermetic image",
+            "check the index is reachable; a package with no wheel for the target cannot go into a hermetic image",
         )
 
 
@@ -120,9 +119,7 @@ def verify_wheelhouse(lock_path: Path, folder: Path) -> dict[str, str]:
     for path in sorted(folder.iterdir()):
         key = _wheel_key(path.name)
         if key is None or key not in pins:
-            raise InputError(
-                f"{path}: not a wheel the lock pins", "the wheelhouse may hold only locked wheels"
-            )
+            raise InputError(f"{path}: not a wheel the lock pins", "the wheelhouse may hold only locked wheels")
         digest = sha256_file(path)
         if digest not in pins[key].hashes:
             raise WheelHashMismatchError(path, digest, pins[key].hashes)
@@ -144,9 +141,7 @@ def download_wheelhouse(lock_path: Path, dest: Path) -> Path:
     pins = parse_lock(lock_path)
     unhashed = [f"{p.name}=={p.version}" for p in pins if not p.hashes]
     if unhashed:
-        raise InputError(
-            f"{lock_path}: no hashes for {', '.join(unhashed)}", "run `bundler lock` again"
-        )
+        raise InputError(f"{lock_path}: no hashes for {', '.join(unhashed)}", "run `bundler lock` again")
     cache = wheel_cache()
     cache.mkdir(parents=True, exist_ok=True)
     missing = [p for p in pins if _find_cached(p, cache) is None]
@@ -165,9 +160,7 @@ def download_wheelhouse(lock_path: Path, dest: Path) -> Path:
     for pin in pins:
         source = _find_cached(pin, cache)
         if source is None:
-            raise EnvironmentSetupError(
-                f"no wheel for {pin.name}=={pin.version} after the download"
-            )
+            raise EnvironmentSetupError(f"no wheel for {pin.name}=={pin.version} after the download")
         target = dest / source.name
         if not target.exists():
             try:

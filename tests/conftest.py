@@ -15,9 +15,15 @@ QUICKSTART = REPO / "examples" / "quickstart"
 
 
 def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
-           "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+        "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z",
+        "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z",
+    }
     return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=env).stdout
 
 
@@ -39,7 +45,10 @@ def quickstart(tmp_path: Path) -> Path:
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real `bundler` command line in a child process."""
     return subprocess.run(
-        [sys.executable, "-m", "bundler", *args], cwd=cwd, capture_output=True, text=True,
+        [sys.executable, "-m", "bundler", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
         env={**os.environ, "NO_COLOR": "1", **(env or {})},
     )
 

@@ -25,9 +25,16 @@ def full_bundle(root: Path, tmp: Path) -> Path:
     bundle = make_bundle(root)
     data = b'{"id": "1", "text": "caf\xc3\xa9"}\n'
     recipe = bundle / "data" / "recipe"
-    (recipe / "dataset.json").write_text(canonical_json(
-        {"schema": "bundler.dataset/1", "format": "jsonl", "source": "d.jsonl", "files": {"d.jsonl": sha256_bytes(data)}}
-    ))
+    (recipe / "dataset.json").write_text(
+        canonical_json(
+            {
+                "schema": "bundler.dataset/1",
+                "format": "jsonl",
+                "source": "d.jsonl",
+                "files": {"d.jsonl": sha256_bytes(data)},
+            }
+        )
+    )
     vendor = bundle / "data" / "vendor" / "dataset"
     vendor.mkdir(parents=True)
     (vendor / "d.jsonl").write_bytes(data)
@@ -229,8 +236,10 @@ def test_a_resealed_vendored_file_is_checked_against_the_recipe_hash(bundle: Pat
     fmt.seal_bundle(bundle)  # manifests now agree with the poisoned file; the bundle ID does not move
     assert fmt.bundle_id_of(bundle) == before
     found = fmt.verify_bundle(bundle).findings
-    assert found == ["vendored file data/vendor/dataset/d.jsonl does not match data/recipe/dataset.json "
-                     f"(found sha256 {fmt.sha256_file(bundle / 'data/vendor/dataset/d.jsonl')[:12]})"]
+    assert found == [
+        "vendored file data/vendor/dataset/d.jsonl does not match data/recipe/dataset.json "
+        f"(found sha256 {fmt.sha256_file(bundle / 'data/vendor/dataset/d.jsonl')[:12]})"
+    ]
 
 
 def test_vendored_files_no_recipe_names_are_findings(bundle: Path) -> None:

@@ -56,12 +56,30 @@ def test_two_builds_give_a_bit_identical_adapter(two_builds) -> None:
 def test_built_bundle_has_the_design_layout_and_verifies(two_builds) -> None:
     one, first, _, _ = two_builds
     recipe = one / "data" / "recipe"
-    for name in ("config.toml", "requirements.in", "requirements.lock", "image.lock.json", "Dockerfile",
-                 "source.json", "code.tar", "splits.json", "model.json", "dataset.json", "runtime/__main__.py"):
+    for name in (
+        "config.toml",
+        "requirements.in",
+        "requirements.lock",
+        "image.lock.json",
+        "Dockerfile",
+        "source.json",
+        "code.tar",
+        "splits.json",
+        "model.json",
+        "dataset.json",
+        "runtime/__main__.py",
+    ):
         assert (recipe / name).is_file(), name
     run = one / "data" / "runs" / first["run_id"]
-    for name in ("adapter/adapter_model.safetensors", "adapter/adapter_config.json", "metrics.jsonl",
-                 "env.json", "results.json", "run.json", "README.md"):
+    for name in (
+        "adapter/adapter_model.safetensors",
+        "adapter/adapter_config.json",
+        "metrics.jsonl",
+        "env.json",
+        "results.json",
+        "run.json",
+        "README.md",
+    ):
         assert (run / name).is_file(), name
     results = json.loads((run / "results.json").read_text())
     assert results["adapter_sha256"] == sha256_file(run / "adapter" / "adapter_model.safetensors")
@@ -96,9 +114,19 @@ def test_out_directory_holding_a_bundle_is_refused(two_builds, quickstart: Path)
     "edit, expected",
     [
         (lambda p: (p / "data" / "reviews.jsonl").unlink(), "reviews.jsonl"),
-        (lambda p: (p / "bundle.toml").write_text((p / "bundle.toml").read_text().replace('id_field = "id"', 'id_field = "uid"')), "uid"),
+        (
+            lambda p: (p / "bundle.toml").write_text(
+                (p / "bundle.toml").read_text().replace('id_field = "id"', 'id_field = "uid"')
+            ),
+            "uid",
+        ),
         (lambda p: (p / "bundle.toml").write_text("[project\n"), "TOML"),
-        (lambda p: (p / "bundle.toml").write_text((p / "bundle.toml").read_text().replace("batch_size", "batchsize")), "did you mean"),
+        (
+            lambda p: (p / "bundle.toml").write_text(
+                (p / "bundle.toml").read_text().replace("batch_size", "batchsize")
+            ),
+            "did you mean",
+        ),
     ],
     ids=["missing-dataset", "missing-id-field", "bad-toml", "unknown-key"],
 )

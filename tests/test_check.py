@@ -36,18 +36,37 @@ REPO_ID = "org/quickstart-adapter"
 def _reference(logliks: dict[str, float], *, predicted: str = "pos", margins: float = 0.5) -> str:
     rows: list[dict] = [{"kind": "header", "schema": "bundler.reference/1", "split": "test"}]
     for example_id, value in sorted(logliks.items()):
-        rows.append({"kind": "example", "id": example_id, "loglik": value, "tokens": 4, "label": "pos",
-                     "label_scores": {"neg": value - 1.0, "pos": value}, "predicted": predicted})
-    rows.append({"kind": "probe", "id": "a", "index": 0, "tokens": [5, 6, 7], "text": "xyz",
-                 "logprobs": [-0.1, -0.2, -0.3], "margins": [margins] * 3})
+        rows.append(
+            {
+                "kind": "example",
+                "id": example_id,
+                "loglik": value,
+                "tokens": 4,
+                "label": "pos",
+                "label_scores": {"neg": value - 1.0, "pos": value},
+                "predicted": predicted,
+            }
+        )
+    rows.append(
+        {
+            "kind": "probe",
+            "id": "a",
+            "index": 0,
+            "tokens": [5, 6, 7],
+            "text": "xyz",
+            "logprobs": [-0.1, -0.2, -0.3],
+            "margins": [margins] * 3,
+        }
+    )
     accuracy = 1.0 if predicted == "pos" else 0.0
     rows.append({"kind": "summary", "accuracy": accuracy, "macro_f1": accuracy})
     return "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
 
 
 def _compare(reference: str, check: str):
-    return compare_reference(ReferenceOutputs.parse(reference, "reference"),
-                             ReferenceOutputs.parse(check, "check"), Tolerances())
+    return compare_reference(
+        ReferenceOutputs.parse(reference, "reference"), ReferenceOutputs.parse(check, "check"), Tolerances()
+    )
 
 
 def test_equal_outputs_are_identical():
@@ -64,8 +83,7 @@ def test_loglik_changes_within_the_per_token_bound_are_equivalent():
 
 
 def test_changes_beyond_the_bound_diverge_and_the_worst_example_comes_first():
-    result = _compare(_reference({"a": -3.0, "b": -4.0, "c": -5.0}),
-                      _reference({"a": -3.01, "b": -4.5, "c": -5.0}))
+    result = _compare(_reference({"a": -3.0, "b": -4.0, "c": -5.0}), _reference({"a": -3.01, "b": -4.5, "c": -5.0}))
     assert result.verdict == DIVERGED
     assert [w["id"] for w in result.worst][:2] == ["b", "b"]  # loglik and its label score
     assert result.over_bound == 6  # loglik and both label scores of a and b
@@ -203,9 +221,7 @@ def test_a_changed_adapter_is_refused_then_diverges_with_allow_mismatch(built, t
     assert "adapter_config.json" not in stderr.split("hint:")[0]
     code, report, stderr = _check(bundle, "--adapter", str(adapter), "--allow-mismatch")
     assert code == 1, stderr
-    assert report["verdict"] == DIVERGED and report["adapter"]["mismatched_files"] == [
-        "adapter_model.safetensors"
-    ]
+    assert report["verdict"] == DIVERGED and report["adapter"]["mismatched_files"] == ["adapter_model.safetensors"]
     assert report["worst"] and report["worst"][0]["delta"] > report["worst"][0]["bound"]
     text = run_cli("check", str(bundle), "--adapter", str(adapter), "--allow-mismatch")
     assert text.returncode == 1 and "worst examples:" in text.stdout and "DIVERGED" in text.stderr
@@ -214,8 +230,13 @@ def test_a_changed_adapter_is_refused_then_diverges_with_allow_mismatch(built, t
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[tuple[HubServer, dict[str, str]]]:
     with HubServer(tmp_path / "hub-storage") as server:
-        env = {"HF_ENDPOINT": server.endpoint, "HF_TOKEN": server.token, "HF_HUB_DISABLE_XET": "1",
-               "NO_PROXY": "127.0.0.1,localhost", "HF_HOME": str(tmp_path / "hf-home")}
+        env = {
+            "HF_ENDPOINT": server.endpoint,
+            "HF_TOKEN": server.token,
+            "HF_HUB_DISABLE_XET": "1",
+            "NO_PROXY": "127.0.0.1,localhost",
+            "HF_HOME": str(tmp_path / "hf-home"),
+        }
         yield server, env
 
 
@@ -258,6 +279,5 @@ def test_no_check_module_imports_torch_at_the_top_level():
     import sys
 
     code = "import sys, bundler.check, bundler.cli; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ}, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}, check=True)
     assert out.stdout.strip() == "False"

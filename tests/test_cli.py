@@ -11,7 +11,8 @@ from tests.conftest import REPO, run_cli
 
 PROBE = """
 import atexit, sys
-atexit.register(lambda: sys.stderr.write("\\nHEAVY=" + ",".join(sorted(m for m in ("torch", "transformers", "datasets", "peft") if m in sys.modules)) + "\\n"))
+HEAVY = ("torch", "transformers", "datasets", "peft")
+atexit.register(lambda: sys.stderr.write("\\nHEAVY=" + ",".join(sorted(m for m in HEAVY if m in sys.modules)) + "\\n"))
 from bundler.cli import main
 sys.argv = ["bundler", *sys.argv[1:]]
 main()

@@ -42,7 +42,9 @@ def test_unknown_key_suggests_the_nearest_name_with_its_line() -> None:
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    text = MINIMAL + "\n[train]\nmax_steps = 0\nbatchsize = 4\n[split]\nratios = { train = 0.5, val = 0.1, test = 0.1 }\n"
+    text = (
+        MINIMAL + "\n[train]\nmax_steps = 0\nbatchsize = 4\n[split]\nratios = { train = 0.5, val = 0.1, test = 0.1 }\n"
+    )
     problems = problems_of(text)
     assert len(problems) == 3
     assert any("batch_size" in p for p in problems)

@@ -33,9 +33,7 @@ def test_jsonl_rows_come_back_exactly_as_written(tmp_path: Path) -> None:
 
 
 def test_csv_cells_stay_strings_as_csv_reader_gives_them(tmp_path: Path) -> None:
-    (tmp_path / "data.csv").write_text(
-        'id,prompt,response\n007,"hi, there",\n8,yo,3.0\n', encoding="utf-8"
-    )
+    (tmp_path / "data.csv").write_text('id,prompt,response\n007,"hi, there",\n8,yo,3.0\n', encoding="utf-8")
     loaded = load_records(make_config("data.csv"), tmp_path)
     assert loaded.records == [
         {"id": "007", "prompt": "hi, there", "response": ""},
@@ -109,9 +107,7 @@ def test_a_configured_format_overrides_the_suffix(tmp_path: Path) -> None:
         "ragged-csv",
     ],
 )
-def test_unusable_data_is_a_dataset_error(
-    tmp_path: Path, files: dict[str, str], path: str, match: str
-) -> None:
+def test_unusable_data_is_a_dataset_error(tmp_path: Path, files: dict[str, str], path: str, match: str) -> None:
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)

@@ -44,26 +44,56 @@ def code_repo(root: Path) -> tuple[Path, str, str]:
     return root, first, git(root, "rev-parse", "HEAD").strip()
 
 
-def make(root: Path, repo: Path, commit: str, *, seed: int, lr: float, lock: str, digest: str,
-         splits: dict[str, list[str]], loss: float, torch: str) -> Path:
+def make(
+    root: Path,
+    repo: Path,
+    commit: str,
+    *,
+    seed: int,
+    lr: float,
+    lock: str,
+    digest: str,
+    splits: dict[str, list[str]],
+    loss: float,
+    torch: str,
+) -> Path:
     recipe = root / "data" / "recipe"
     recipe.mkdir(parents=True)
     (recipe / "config.toml").write_text(CONFIG.format(seed=seed, lr=lr))
     (recipe / "requirements.lock").write_text(lock.format(h="a" * 64))
-    (recipe / "image.lock.json").write_text(canonical_json(
-        {"schema": "bundler.image/1", "name": "img", "reference": "127.0.0.1:5000/img:1", "digest": digest}))
-    (recipe / "source.json").write_text(canonical_json({"schema": "bundler.source/1", "commit": commit, "dirty": False}))
+    (recipe / "image.lock.json").write_text(
+        canonical_json(
+            {"schema": "bundler.image/1", "name": "img", "reference": "127.0.0.1:5000/img:1", "digest": digest}
+        )
+    )
+    (recipe / "source.json").write_text(
+        canonical_json({"schema": "bundler.source/1", "commit": commit, "dirty": False})
+    )
     (recipe / "code.tar").write_bytes(archive_commit(repo, commit, ""))
-    (recipe / "splits.json").write_text(canonical_json({"schema": "bundler.splits/1", "splits": {
-        name: {"ids": sorted(ids), "count": len(ids)} for name, ids in splits.items()}}))
+    (recipe / "splits.json").write_text(
+        canonical_json(
+            {
+                "schema": "bundler.splits/1",
+                "splits": {name: {"ids": sorted(ids), "count": len(ids)} for name, ids in splits.items()},
+            }
+        )
+    )
     fmt.seal_bundle(root)
     staged = root.parent / f"{root.name}-run"
     staged.mkdir()
-    (staged / "results.json").write_text(canonical_json(
-        {"schema": "bundler.results/1", "final_train_loss": loss, "eval": {"val_loss": loss + 0.1}}))
-    (staged / "env.json").write_text(canonical_json(
-        {"schema": "bundler.env/1", "libraries": {"torch": torch}, "gpu": None,
-         "determinism": {"tf32": {"value": False, "why": "wording " + torch}}}))
+    (staged / "results.json").write_text(
+        canonical_json({"schema": "bundler.results/1", "final_train_loss": loss, "eval": {"val_loss": loss + 0.1}})
+    )
+    (staged / "env.json").write_text(
+        canonical_json(
+            {
+                "schema": "bundler.env/1",
+                "libraries": {"torch": torch},
+                "gpu": None,
+                "determinism": {"tf32": {"value": False, "why": "wording " + torch}},
+            }
+        )
+    )
     fmt.add_run(root, staged, {"run.json": b"{}\n"})
     return root
 
@@ -72,10 +102,30 @@ def make(root: Path, repo: Path, commit: str, *, seed: int, lr: float, lock: str
 def pair(tmp_path: Path) -> tuple[Path, Path]:
     repo, first, second = code_repo(tmp_path / "repo")
     ids = [f"e{i}" for i in range(10)]
-    a = make(tmp_path / "a", repo, first, seed=1, lr=0.003, lock=LOCK, digest="sha256:" + "1" * 64,
-             splits={"train": ids[:8], "val": ids[8:9], "test": ids[9:]}, loss=5.3, torch="2.13.0")
-    b = make(tmp_path / "b", repo, second, seed=2, lr=0.001, lock=LOCK_B, digest="sha256:" + "2" * 64,
-             splits={"train": ids[:6] + ["e10"], "val": ids[6:9], "test": ids[9:]}, loss=5.1, torch="2.14.0")
+    a = make(
+        tmp_path / "a",
+        repo,
+        first,
+        seed=1,
+        lr=0.003,
+        lock=LOCK,
+        digest="sha256:" + "1" * 64,
+        splits={"train": ids[:8], "val": ids[8:9], "test": ids[9:]},
+        loss=5.3,
+        torch="2.13.0",
+    )
+    b = make(
+        tmp_path / "b",
+        repo,
+        second,
+        seed=2,
+        lr=0.001,
+        lock=LOCK_B,
+        digest="sha256:" + "2" * 64,
+        splits={"train": ids[:6] + ["e10"], "val": ids[6:9], "test": ids[9:]},
+        loss=5.1,
+        torch="2.14.0",
+    )
     return a, b
 
 
@@ -128,8 +178,16 @@ def test_diff_cli_prints_a_table_and_versioned_json(tmp_path: Path, pair: tuple[
     a, b = pair
     table = run_cli("diff", str(a), str(b))
     assert table.returncode == 0, table.stderr
-    for text in ("train.learning_rate", "0.003", "0.001", "numpy", "2.1.0", "notes.md", "moved train → val",
-                 "libraries.torch"):
+    for text in (
+        "train.learning_rate",
+        "0.003",
+        "0.001",
+        "numpy",
+        "2.1.0",
+        "notes.md",
+        "moved train → val",
+        "libraries.torch",
+    ):
         assert text in table.stdout
     export_bundle(b, tmp_path / "b.tar")
     as_json = run_cli("diff", str(a), str(tmp_path / "b.tar"), "--json")

@@ -171,8 +171,14 @@ def test_replay_on_another_world_size_expects_only_equivalence_and_names_it(tmp_
     staging.mkdir()
     losses = [6.25 - 0.05 * i for i in range(12)]
     old = record(bundle, staging, "one", losses)  # an env.json without `distributed`: one process
-    new = record(bundle, staging, "two", [x * (1 + 1e-6) for x in losses], adapter=b"other-bits",
-                 env=env_record(distributed={"world_size": 2, "backend": "gloo"}))
+    new = record(
+        bundle,
+        staging,
+        "two",
+        [x * (1 + 1e-6) for x in losses],
+        adapter=b"other-bits",
+        env=env_record(distributed={"world_size": 2, "backend": "gloo"}),
+    )
     report = compare(bundle, old, new)
     assert report["expected"] == "EQUIVALENT" and report["verdict"] == "EQUIVALENT"
     assert any("world_size" in line and "only equivalence" in line for line in report["expectation"])

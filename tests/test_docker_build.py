@@ -33,9 +33,7 @@ def make_recipe(root: Path, image_lock: dict[str, Any], runtime_text: str) -> Pa
     (recipe / "runtime").mkdir(parents=True, exist_ok=True)
     (recipe / "runtime" / "__main__.py").write_text(runtime_text)
     (recipe / "image.lock.json").write_text(json.dumps(image_lock, sort_keys=True))
-    (recipe / "Dockerfile").write_text(
-        render_dockerfile(image_lock, lock_sha256(recipe / "requirements.lock"))
-    )
+    (recipe / "Dockerfile").write_text(render_dockerfile(image_lock, lock_sha256(recipe / "requirements.lock")))
     return recipe
 
 
@@ -47,9 +45,7 @@ def build(client: Any, context: Path, bundle_id: str, lock_sha: str) -> tuple[An
 
 
 @pytest.fixture(scope="module")
-def built(
-    docker_client: Any, registry: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Any]]:
+def built(docker_client: Any, registry: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Lock tiny wheels, pin the base image, delete its local copy, build; then rebuild after a code change."""
     import os
 
@@ -57,10 +53,7 @@ def built(
 
     root = tmp_path_factory.mktemp("image")
     wheels = make_runtime_wheels(root / "wheels")
-    saved = {
-        k: os.environ.get(k)
-        for k in ("PIP_CONFIG_FILE", "PIP_NO_INDEX", "PIP_FIND_LINKS", "BUNDLER_CACHE_DIR")
-    }
+    saved = {k: os.environ.get(k) for k in ("PIP_CONFIG_FILE", "PIP_NO_INDEX", "PIP_FIND_LINKS", "BUNDLER_CACHE_DIR")}
     os.environ.update(
         PIP_CONFIG_FILE=os.devnull,
         PIP_NO_INDEX="1",
@@ -70,9 +63,7 @@ def built(
     try:
         project = root / "project"
         project.mkdir()
-        (project / "requirements.in").write_text(
-            "torch==2.13.0\ntransformers\npeft\nsafetensors\nnumpy\n"
-        )
+        (project / "requirements.in").write_text("torch==2.13.0\ntransformers\npeft\nsafetensors\nnumpy\n")
         lock = write_lock(project, ENV).lock
         (root / "recipe").mkdir()
         shutil.copy(lock, root / "recipe" / "requirements.lock")
@@ -92,14 +83,10 @@ def built(
             pass
     recipe = make_recipe(root, image_lock, RUNTIME_STUB)
     lock_sha = lock_sha256(recipe / "requirements.lock")
-    first, first_log = build(
-        docker_client, build_context(recipe, wheelhouse, root / "ctx1"), "1" * 64, lock_sha
-    )
+    first, first_log = build(docker_client, build_context(recipe, wheelhouse, root / "ctx1"), "1" * 64, lock_sha)
     shutil.copytree(root / "recipe", root / "v2" / "recipe")
     recipe2 = make_recipe(root / "v2", image_lock, RUNTIME_STUB + "print('code change')\n")
-    second, second_log = build(
-        docker_client, build_context(recipe2, wheelhouse, root / "ctx2"), "2" * 64, lock_sha
-    )
+    second, second_log = build(docker_client, build_context(recipe2, wheelhouse, root / "ctx2"), "2" * 64, lock_sha)
     yield {
         "image_lock": image_lock,
         "first": first,
@@ -117,9 +104,7 @@ def built(
 
 
 def test_tag_resolves_to_the_digest_the_engine_pulled(built: dict[str, Any]) -> None:
-    pulled = built["client"].images.get(
-        BASE_IMAGE.rsplit(":", 1)[0] + "@" + built["image_lock"]["digest"]
-    )
+    pulled = built["client"].images.get(BASE_IMAGE.rsplit(":", 1)[0] + "@" + built["image_lock"]["digest"])
     assert any(d.endswith(built["image_lock"]["digest"]) for d in pulled.attrs["RepoDigests"])
     assert built["image_lock"]["digest_source"] == "registry"
     assert built["image_lock"]["digest"] != pulled.id  # never the local image ID
@@ -148,11 +133,7 @@ def test_code_only_change_reuses_the_dependency_layers(built: dict[str, Any]) ->
     assert "Using cache" in copy_venv
     copy_recipe = log.split("COPY recipe/", 1)[1].split("Step", 1)[0]
     assert "Using cache" not in copy_recipe
-    output = (
-        built["client"]
-        .containers.run(built["second"].id, network_mode="none", remove=True)
-        .decode()
-    )
+    output = built["client"].containers.run(built["second"].id, network_mode="none", remove=True).decode()
     assert "code change" in output
 
 

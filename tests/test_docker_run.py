@@ -80,8 +80,9 @@ def test_docker_venv_and_host_runners_give_the_same_adapter(bundle: Path, image:
         model, data = locate_inputs(bundle, None, None, runner)
         # host: this interpreter's libraries differ from the lock in a few pure-Python packages (pydantic,
         # regex, ...); torch, transformers and peft are the locked versions, so the drift is recorded, not fatal.
-        run_id = run_bundle(bundle, runner=runner, model_dir=model, data_dir=data, max_steps=STEPS,
-                            allow_drift=runner == "host")
+        run_id = run_bundle(
+            bundle, runner=runner, model_dir=model, data_dir=data, max_steps=STEPS, allow_drift=runner == "host"
+        )
         run, result, env = results(bundle, run_id)
         assert run["runner"] == env["runner"] == runner
         assert result["steps"] == STEPS
@@ -113,8 +114,9 @@ print(json.dumps({"uid": os.getuid(), "nics": sorted(os.listdir("/sys/class/net"
 """
 
 
-def test_container_is_sealed_non_root_and_writes_only_its_output(bundle: Path, image: Any, docker_client: Any,
-                                                                  tmp_path: Path) -> None:
+def test_container_is_sealed_non_root_and_writes_only_its_output(
+    bundle: Path, image: Any, docker_client: Any, tmp_path: Path
+) -> None:
     model, data = locate_inputs(bundle, None, None, "docker")
     out = Path(tempfile.mkdtemp(dir=tmp_path))
     out.chmod(0o777)
@@ -126,12 +128,18 @@ def test_container_is_sealed_non_root_and_writes_only_its_output(bundle: Path, i
     seen = json.loads(printed.decode().strip().splitlines()[-1])
     assert seen["uid"] == 1000
     assert seen["nics"] == ["lo"] and not seen["reached_registry"]
-    assert seen["writable"] == {"/": False, "/bundle/recipe": False, "/mnt/model": False, "/mnt/data": False,
-                                "/out": True}
+    assert seen["writable"] == {
+        "/": False,
+        "/bundle/recipe": False,
+        "/mnt/model": False,
+        "/mnt/data": False,
+        "/out": True,
+    }
 
 
-def test_image_carries_the_bundle_id_and_starts_the_runtime_as_rendered(bundle: Path, image: Any,
-                                                                       docker_client: Any) -> None:
+def test_image_carries_the_bundle_id_and_starts_the_runtime_as_rendered(
+    bundle: Path, image: Any, docker_client: Any
+) -> None:
     assert image.labels[LABEL_BUNDLE_ID] == bundle_id_of(bundle)
     assert image_tag(bundle_id_of(bundle)) in image.tags
     command, env = container_process((bundle / "data/recipe/Dockerfile").read_text(), {})
@@ -147,19 +155,25 @@ def test_image_carries_the_bundle_id_and_starts_the_runtime_as_rendered(bundle: 
     assert as_dict(config) == {**as_dict(base.attrs["Config"]), **env}
 
 
-def test_auto_picks_docker_when_the_engine_answers_else_venv(bundle: Path, monkeypatch: pytest.MonkeyPatch,
-                                                             tmp_path: Path) -> None:
+def test_auto_picks_docker_when_the_engine_answers_else_venv(
+    bundle: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     assert choose_runner("auto") == "docker"
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     assert choose_runner("auto") == "venv"
 
 
-def test_sigterm_stops_and_removes_the_container_and_leaves_no_run(bundle: Path, image: Any,
-                                                                   docker_client: Any) -> None:
+def test_sigterm_stops_and_removes_the_container_and_leaves_no_run(
+    bundle: Path, image: Any, docker_client: Any
+) -> None:
     before = list_runs(bundle)
     label = f"{LABEL_BUNDLE_ID}={bundle_id_of(bundle)}"
-    child = subprocess.Popen([sys.executable, "-m", "bundler", "run", str(bundle), "--runner", "docker"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bundler", "run", str(bundle), "--runner", "docker"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         while not docker_client.containers.list(filters={"label": label, "status": "running"}):

@@ -23,9 +23,7 @@ LOCK_SHA = "d" * 64
 
 
 def test_rendering_is_byte_identical_for_the_same_inputs() -> None:
-    assert render_dockerfile(dict(IMAGE_LOCK), LOCK_SHA) == render_dockerfile(
-        dict(IMAGE_LOCK), LOCK_SHA
-    )
+    assert render_dockerfile(dict(IMAGE_LOCK), LOCK_SHA) == render_dockerfile(dict(IMAGE_LOCK), LOCK_SHA)
     assert render_dockerfile(IMAGE_LOCK, LOCK_SHA) != render_dockerfile(IMAGE_LOCK, "e" * 64)
 
 
@@ -55,9 +53,7 @@ def test_bundle_id_cannot_be_rendered_into_the_file_it_hashes() -> None:
 def locked(tmp_path: Path, local_index: Path) -> Path:
     project = tmp_path / "project"
     project.mkdir()
-    (project / "requirements.in").write_text(
-        "torch==2.13.0\ntransformers\npeft\nsafetensors\nnumpy\n"
-    )
+    (project / "requirements.in").write_text("torch==2.13.0\ntransformers\npeft\nsafetensors\nnumpy\n")
     return write_lock(project, EnvironmentConfig(image="debian-python-3.11")).lock
 
 
@@ -78,12 +74,8 @@ def test_a_wheel_whose_hash_the_lock_does_not_name_is_refused(tmp_path: Path, lo
     assert caught.value.exit_code == 2
 
 
-def test_a_download_that_does_not_match_the_lock_is_refused(
-    tmp_path: Path, locked: Path, local_index: Path
-) -> None:
-    shutil.copy(
-        local_index / "alpha-1.0-py3-none-any.whl", local_index / "numpy-2.4.6-py3-none-any.whl"
-    )
+def test_a_download_that_does_not_match_the_lock_is_refused(tmp_path: Path, locked: Path, local_index: Path) -> None:
+    shutil.copy(local_index / "alpha-1.0-py3-none-any.whl", local_index / "numpy-2.4.6-py3-none-any.whl")
     with pytest.raises(WheelHashMismatchError):
         download_wheelhouse(locked, tmp_path / "house")
     assert not (tmp_path / "house").exists()

@@ -90,11 +90,16 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalHub]:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """The quickstart's tiny model files, made by `python -m runtime.tiny` with only the runtime on the path."""
     work = tmp_path_factory.mktemp("tiny")
-    shutil.copytree(REPO / "bundler" / "runtime", work / "path" / "runtime",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "bundler" / "runtime", work / "path" / "runtime", ignore=shutil.ignore_patterns("__pycache__")
+    )
     tiny = load_config(QUICKSTART).model.tiny.model_dump()
-    subprocess.run([sys.executable, "-m", "runtime.tiny", str(work / "model"), json.dumps(tiny)], check=True,
-                   capture_output=True, env={**os.environ, "PYTHONPATH": str(work / "path"), "PYTHONHASHSEED": "0"})
+    subprocess.run(
+        [sys.executable, "-m", "runtime.tiny", str(work / "model"), json.dumps(tiny)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(work / "path"), "PYTHONHASHSEED": "0"},
+    )
     return {p.name: p.read_bytes() for p in sorted((work / "model").iterdir()) if p.is_file()}
 
 
@@ -111,9 +116,11 @@ def hub_project(tmp_path: Path, revision: str = "main") -> Path:
     source = tmp_path / "source"
     shutil.copytree(QUICKSTART, source, ignore=shutil.ignore_patterns("__pycache__", "out"))
     toml = (source / "bundle.toml").read_text()
-    toml = toml.replace('source = "tiny"', 'source = "hub"').replace(
-        'id = "bundler-examples/tiny-llama"', f'id = "{MODEL_ID}"').replace(
-        'revision = "seed-0"', f'revision = "{revision}"')
+    toml = (
+        toml.replace('source = "tiny"', 'source = "hub"')
+        .replace('id = "bundler-examples/tiny-llama"', f'id = "{MODEL_ID}"')
+        .replace('revision = "seed-0"', f'revision = "{revision}"')
+    )
     (source / "bundle.toml").write_text(toml)
     return make_git_project(source, tmp_path / "project")
 
@@ -255,9 +262,7 @@ def test_a_private_repo_without_a_token_says_to_set_one(
     assert caught.value.has_token is False
 
 
-def test_a_private_repo_locks_with_the_token(
-    hub: LocalHub, tiny_model: dict[str, bytes], tmp_path: Path
-) -> None:
+def test_a_private_repo_locks_with_the_token(hub: LocalHub, tiny_model: dict[str, bytes], tmp_path: Path) -> None:
     commit = seed_model(hub, tiny_model, private=True)
     assert lock_model(hub_project(tmp_path))["commit"] == commit
     assert all(h.get("authorization") == f"Bearer {hub.token}" for h in hub.headers_seen)
@@ -287,12 +292,27 @@ def test_offline_lock_keeps_a_matching_model_lock_without_asking_the_hub(
 
 
 def test_model_files_chosen_are_top_level_configs_tokenizer_and_one_weight_format() -> None:
-    paths = ["config.json", "model-00001-of-00002.safetensors", "model.safetensors.index.json",
-             "pytorch_model.bin", "tokenizer.json", "tokenizer.model", "README.md", ".gitattributes",
-             "onnx/model.onnx", "original/consolidated.00.pth", "tf_model.h5", "merges.txt"]
+    paths = [
+        "config.json",
+        "model-00001-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model.bin",
+        "tokenizer.json",
+        "tokenizer.model",
+        "README.md",
+        ".gitattributes",
+        "onnx/model.onnx",
+        "original/consolidated.00.pth",
+        "tf_model.h5",
+        "merges.txt",
+    ]
     assert models.select_model_files(paths) == [
-        "config.json", "merges.txt", "model-00001-of-00002.safetensors", "model.safetensors.index.json",
-        "tokenizer.json", "tokenizer.model",
+        "config.json",
+        "merges.txt",
+        "model-00001-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "tokenizer.json",
+        "tokenizer.model",
     ]
     assert models.select_model_files(["config.json", "pytorch_model.bin"]) == ["config.json", "pytorch_model.bin"]
 
@@ -301,11 +321,13 @@ def test_model_files_chosen_are_top_level_configs_tokenizer_and_one_weight_forma
 
 
 def data_config(path: str, revision: str | None = None, **data: object) -> BundleConfig:
-    return BundleConfig.model_validate({
-        "project": {"name": "demo", "seed": 1234},
-        "model": {"id": "org/model"},
-        "data": {"path": path, **({"revision": revision} if revision else {}), "label_field": "label", **data},
-    }).resolved()
+    return BundleConfig.model_validate(
+        {
+            "project": {"name": "demo", "seed": 1234},
+            "model": {"id": "org/model"},
+            "data": {"path": path, **({"revision": revision} if revision else {}), "label_field": "label", **data},
+        }
+    ).resolved()
 
 
 def seed_dataset(hub: LocalHub) -> str:
@@ -313,9 +335,7 @@ def seed_dataset(hub: LocalHub) -> str:
     return hub.commit_files(DATASET_ID, files)
 
 
-def test_a_hub_dataset_loads_at_the_pinned_commit_and_dataset_json_records_it(
-    hub: LocalHub, tmp_path: Path
-) -> None:
+def test_a_hub_dataset_loads_at_the_pinned_commit_and_dataset_json_records_it(hub: LocalHub, tmp_path: Path) -> None:
     commit = seed_dataset(hub)
     hub.commit_files(DATASET_ID, {"data/reviews.jsonl": b'{"id": "new"}\n'})  # main moves on
     config = data_config(f"hf://datasets/{DATASET_ID}", revision=commit)
@@ -391,8 +411,10 @@ def test_an_unknown_dataset_or_revision_exits_2(hub: LocalHub, tmp_path: Path) -
     seed_dataset(hub)
     project = tmp_path / "p"
     project.mkdir()
-    for path, revision, said in [("hf://datasets/org/nothing", "main", "no dataset repo 'org/nothing'"),
-                                 (f"hf://datasets/{DATASET_ID}", "v9", "no revision 'v9'")]:
+    for path, revision, said in [
+        ("hf://datasets/org/nothing", "main", "no dataset repo 'org/nothing'"),
+        (f"hf://datasets/{DATASET_ID}", "v9", "no revision 'v9'"),
+    ]:
         (project / "bundle.toml").write_text(
             f'[project]\nname = "p"\n[model]\nid = "org/m"\n[data]\npath = "{path}"\nrevision = "{revision}"\n'
         )
@@ -438,6 +460,7 @@ def test_snapshot_cache_lives_under_bundler_cache(hub: LocalHub) -> None:
 
 # ---------------------------------------------------------------- through the pipeline
 
+
 # pipeline.py routes these: locate_inputs -> models.hub_snapshot for model.json source "hub",
 # data_dir_of -> datasource.dataset_dir.
 def test_running_a_built_bundle_finds_the_cached_hub_snapshot(
@@ -461,8 +484,11 @@ def test_a_build_vendors_a_hub_dataset_and_records_its_commit(
     commit = seed_dataset(hub)
     project = hub_project(tmp_path)
     toml = project / "bundle.toml"
-    toml.write_text(toml.read_text().replace(
-        'path = "data/reviews.jsonl"', f'path = "hf://datasets/{DATASET_ID}/data"\nrevision = "{commit}"'))
+    toml.write_text(
+        toml.read_text().replace(
+            'path = "data/reviews.jsonl"', f'path = "hf://datasets/{DATASET_ID}/data"\nrevision = "{commit}"'
+        )
+    )
     git(project, "commit", "-q", "-am", "data from the Hub")
     lock_model(project)
     result = run_cli("build", str(project), "--out", str(tmp_path / "bundle"), "--no-run")

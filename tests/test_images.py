@@ -44,9 +44,7 @@ def fake_registry() -> Iterator[str]:
             if self.path == "/v2/cuda/runtime/manifests/12.8":
                 self.send_response(200)
                 self.send_header("Content-Type", "application/vnd.oci.image.index.v1+json")
-                self.send_header(
-                    "Docker-Content-Digest", "sha256:" + hashlib.sha256(INDEX).hexdigest()
-                )
+                self.send_header("Docker-Content-Digest", "sha256:" + hashlib.sha256(INDEX).hexdigest())
                 self.end_headers()
                 self.wfile.write(INDEX)
             else:
@@ -117,9 +115,7 @@ def write_entry(folder: Path, digest: str | None, reference: str = "127.0.0.1:9/
     return folder
 
 
-def test_offline_uses_the_catalog_digest_and_says_so(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_offline_uses_the_catalog_digest_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     catalog = write_entry(tmp_path / "images", AMD64)
     record = image_lock_record(EnvironmentConfig(image="img"), offline=True, directory=catalog)
     assert (record["digest"], record["digest_source"]) == (AMD64, "catalog")

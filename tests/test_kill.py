@@ -27,7 +27,10 @@ def build_until(project: Path, out: Path, marker: str | None, after_seconds: flo
     """Start a real build; SIGKILL it when `marker` appears on stderr (or after `after_seconds`); return stderr."""
     process = subprocess.Popen(
         [sys.executable, "-m", "bundler", "build", str(project), "--out", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
         env={**os.environ, "NO_COLOR": "1"},
     )
     assert process.stderr is not None
@@ -62,8 +65,9 @@ def test_a_build_killed_at_any_point_leaves_no_final_directory_and_a_rerun_succe
     left = sorted(p.name for p in out.parent.iterdir())
     assert left and all(name.startswith((".bundle.", "..bundle.")) and name.endswith(".partial") for name in left)
 
-    rerun = subprocess.run([sys.executable, "-m", "bundler", "build", str(quickstart), "--out", str(out)],
-                           capture_output=True, text=True)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "bundler", "build", str(quickstart), "--out", str(out)], capture_output=True, text=True
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert fmt.verify_bundle(out).ok and len(fmt.list_runs(out)) == 1
     # The rerun removed what the killed builds left beside the bundle.

@@ -38,15 +38,11 @@ def project(tmp_path: Path, requirements: str) -> Path:
     return folder
 
 
-def test_local_version_label_is_kept_and_its_source_recorded(
-    tmp_path: Path, local_index: Path
-) -> None:
+def test_local_version_label_is_kept_and_its_source_recorded(tmp_path: Path, local_index: Path) -> None:
     result = write_lock(project(tmp_path, ALL_RUNTIME), ENV)
     pins = {p.name: p for p in parse_lock(result.lock)}
     assert pins["torch"].version == "2.13.0+cu128"
-    assert pins["torch"].hashes == (
-        sha256_file(local_index / "torch-2.13.0+cu128-py3-none-any.whl"),
-    )
+    assert pins["torch"].hashes == (sha256_file(local_index / "torch-2.13.0+cu128-py3-none-any.whl"),)
     assert f"# variant: torch==2.13.0+cu128 from {local_index}" in result.lock.read_text()
 
 
@@ -83,9 +79,7 @@ def test_runtime_requirements_are_added_when_left_out(tmp_path: Path, local_inde
     assert (folder / "requirements.in").read_text() == "alpha\ntorch==2.13.0\n"
 
 
-def test_second_lock_with_nothing_changed_comes_from_the_cache(
-    tmp_path: Path, local_index: Path
-) -> None:
+def test_second_lock_with_nothing_changed_comes_from_the_cache(tmp_path: Path, local_index: Path) -> None:
     folder = project(tmp_path, ALL_RUNTIME)
     first = write_lock(folder, ENV)
     before = first.lock.read_bytes()
@@ -94,14 +88,10 @@ def test_second_lock_with_nothing_changed_comes_from_the_cache(
     assert second.lock.read_bytes() == before
 
 
-def test_check_passes_for_a_fresh_lock_and_fails_after_an_edit(
-    tmp_path: Path, local_index: Path
-) -> None:
+def test_check_passes_for_a_fresh_lock_and_fails_after_an_edit(tmp_path: Path, local_index: Path) -> None:
     folder = project(tmp_path, ALL_RUNTIME)
     write_lock(folder, ENV)
-    assert check_lock(folder, ENV).input_sha256 == lock_header_input_sha(
-        folder / "requirements.lock"
-    )
+    assert check_lock(folder, ENV).input_sha256 == lock_header_input_sha(folder / "requirements.lock")
     (folder / "requirements.in").write_text(ALL_RUNTIME + "alpha\n")
     with pytest.raises(StaleLockError) as caught:
         check_lock(folder, ENV)
@@ -125,13 +115,9 @@ def test_unresolvable_package_is_bad_input(tmp_path: Path, local_index: Path) ->
     assert not (folder / "requirements.lock").exists()
 
 
-def test_requirement_url_with_credentials_is_refused_and_never_written(
-    tmp_path: Path, local_index: Path
-) -> None:
+def test_requirement_url_with_credentials_is_refused_and_never_written(tmp_path: Path, local_index: Path) -> None:
     secret = "s3cr3t-t0ken"
-    folder = project(
-        tmp_path, ALL_RUNTIME + f"alpha @ https://user:{secret}@127.0.0.1:9/alpha.whl\n"
-    )
+    folder = project(tmp_path, ALL_RUNTIME + f"alpha @ https://user:{secret}@127.0.0.1:9/alpha.whl\n")
     with pytest.raises(SecretError) as caught:
         write_lock(folder, ENV)
     assert caught.value.exit_code == EXIT_INPUT
@@ -156,15 +142,11 @@ def test_index_credentials_are_stripped_from_the_header(
     text = result.lock.read_text()
     assert f"# index-url: http://{host}/simple" in text
     assert "hunter2" not in text
-    assert all(
-        b"hunter2" not in p.read_bytes() for p in (tmp_path / "cache").rglob("*") if p.is_file()
-    )
+    assert all(b"hunter2" not in p.read_bytes() for p in (tmp_path / "cache").rglob("*") if p.is_file())
     assert "torch" in {p.name for p in parse_lock(result.lock)}
 
 
-def test_uv_resolves_for_the_target_and_agrees_with_pip_tools(
-    tmp_path: Path, local_index: Path
-) -> None:
+def test_uv_resolves_for_the_target_and_agrees_with_pip_tools(tmp_path: Path, local_index: Path) -> None:
     folder = project(tmp_path, ALL_RUNTIME)
     pip_tools = {(p.name, p.version, p.hashes) for p in parse_lock(write_lock(folder, ENV).lock)}
     uv_env = ENV.model_copy(update={"resolver": "uv", "lock": "uv.lock.txt"})
@@ -175,10 +157,7 @@ def test_uv_resolves_for_the_target_and_agrees_with_pip_tools(
 
 
 def test_strip_credentials_keeps_everything_but_the_userinfo() -> None:
-    assert (
-        strip_credentials("https://u:p@example.org:8443/simple?x=1")
-        == "https://example.org:8443/simple?x=1"
-    )
+    assert strip_credentials("https://u:p@example.org:8443/simple?x=1") == "https://example.org:8443/simple?x=1"
     assert strip_credentials("/opt/wheels") == "/opt/wheels"
 
 

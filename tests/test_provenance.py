@@ -50,19 +50,40 @@ def make_run_bundle(root: Path, adapter: bytes = b"adapter weights") -> tuple[Pa
     (recipe / "requirements.lock").write_text("numpy==2.0.0 --hash=sha256:" + "0" * 64 + "\n")
     (recipe / "runtime" / "__init__.py").write_text("")
     (recipe / "runtime" / "train.py").write_text("print('train')\n")
-    (recipe / "image.lock.json").write_text(_json({
-        "schema": "bundler.image/1", "reference": "127.0.0.1:5000/bundler/debian-python:3.11",
-        "digest": "sha256:" + "ab" * 32, "platform": "linux/amd64", "python": "3.11", "cuda": "none"}))
-    (recipe / "source.json").write_text(_json({
-        "schema": "bundler.source/1", "commit": "c" * 40, "tree": "d" * 40, "dirty": False, "repo": ""}))
-    (recipe / "model.json").write_text(_json({
-        "schema": "bundler.model/1", "source": "hub", "id": "TinyOrg/tiny", "revision": "e" * 40,
-        "files": {"model.safetensors": "1" * 64, "config.json": "2" * 64}}))
-    (recipe / "dataset.json").write_text(_json({
-        "schema": "bundler.dataset/1", "format": "jsonl", "source": "data/x.jsonl",
-        "files": {"x.jsonl": "3" * 64}}))
-    (recipe / "splits.json").write_text(_json({
-        "schema": "bundler.splits/1", "splits": {"train": {"root": "4" * 64, "ids": [], "count": 0}}}))
+    (recipe / "image.lock.json").write_text(
+        _json(
+            {
+                "schema": "bundler.image/1",
+                "reference": "127.0.0.1:5000/bundler/debian-python:3.11",
+                "digest": "sha256:" + "ab" * 32,
+                "platform": "linux/amd64",
+                "python": "3.11",
+                "cuda": "none",
+            }
+        )
+    )
+    (recipe / "source.json").write_text(
+        _json({"schema": "bundler.source/1", "commit": "c" * 40, "tree": "d" * 40, "dirty": False, "repo": ""})
+    )
+    (recipe / "model.json").write_text(
+        _json(
+            {
+                "schema": "bundler.model/1",
+                "source": "hub",
+                "id": "TinyOrg/tiny",
+                "revision": "e" * 40,
+                "files": {"model.safetensors": "1" * 64, "config.json": "2" * 64},
+            }
+        )
+    )
+    (recipe / "dataset.json").write_text(
+        _json(
+            {"schema": "bundler.dataset/1", "format": "jsonl", "source": "data/x.jsonl", "files": {"x.jsonl": "3" * 64}}
+        )
+    )
+    (recipe / "splits.json").write_text(
+        _json({"schema": "bundler.splits/1", "splits": {"train": {"root": "4" * 64, "ids": [], "count": 0}}})
+    )
     fmt.seal_bundle(root)
     staged = root.parent / f".{root.name}-staged"
     (staged / "adapter").mkdir(parents=True)
@@ -70,13 +91,31 @@ def make_run_bundle(root: Path, adapter: bytes = b"adapter weights") -> tuple[Pa
     (staged / "adapter" / "adapter_config.json").write_text('{"r": 8}\n')
     (staged / "results.json").write_text(_json({"schema": "bundler.results/1", "steps": 4}))
     (staged / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
-    (staged / "env.json").write_text(_json({
-        "schema": "bundler.env/1", "runner": "venv", "python": "3.11.7", "cpu": {"name": "test"}, "gpu": None,
-        "libraries": {"torch": "2.13.0"}, "image_digest": None,
-        "determinism": {"env.PYTHONHASHSEED": {"value": "0", "why": "w"},
-                        "env.CUBLAS_WORKSPACE_CONFIG": {"value": ":4096:8", "why": "w"}}}))
-    run_json = _json({"schema": "bundler.run/1", "runner": "venv", "started": "2026-11-24T10:00:00Z",
-                      "finished": "2026-11-24T10:01:00Z"}).encode()
+    (staged / "env.json").write_text(
+        _json(
+            {
+                "schema": "bundler.env/1",
+                "runner": "venv",
+                "python": "3.11.7",
+                "cpu": {"name": "test"},
+                "gpu": None,
+                "libraries": {"torch": "2.13.0"},
+                "image_digest": None,
+                "determinism": {
+                    "env.PYTHONHASHSEED": {"value": "0", "why": "w"},
+                    "env.CUBLAS_WORKSPACE_CONFIG": {"value": ":4096:8", "why": "w"},
+                },
+            }
+        )
+    )
+    run_json = _json(
+        {
+            "schema": "bundler.run/1",
+            "runner": "venv",
+            "started": "2026-11-24T10:00:00Z",
+            "finished": "2026-11-24T10:01:00Z",
+        }
+    ).encode()
     run_id = fmt.add_run(root, staged, {"run.json": run_json, "README.md": b"# card\n"})
     return root, run_id
 
@@ -134,14 +173,20 @@ def test_statement_is_in_toto_v1_with_slsa_provenance(recorded: tuple[Path, str]
     adapter = f"data/runs/{run_id}/adapter/adapter_model.safetensors"
     assert subjects[adapter] == fmt.sha256_file(bundle / adapter)
     assert subjects[f"provenance/{run_id}.manifest-sha256.txt"] == fmt.sha256_file(
-        bundle / f"provenance/{run_id}.manifest-sha256.txt")
+        bundle / f"provenance/{run_id}.manifest-sha256.txt"
+    )
     build = statement["predicate"]["buildDefinition"]
     assert build["externalParameters"]["seeds"] == {
-        "project.seed": 7, "train.seed": 7, "lora.init_seed": 11, "split.seed": 7}
+        "project.seed": 7,
+        "train.seed": 7,
+        "lora.init_seed": 11,
+        "split.seed": 7,
+    }
     assert build["externalParameters"]["config"]["project"]["name"] == "prov"
     deps = {d["name"]: d for d in build["resolvedDependencies"]}
     assert deps["data/recipe/requirements.lock"]["digest"]["sha256"] == fmt.sha256_file(
-        bundle / "data/recipe/requirements.lock")
+        bundle / "data/recipe/requirements.lock"
+    )
     assert deps["127.0.0.1:5000/bundler/debian-python:3.11"]["digest"] == {"sha256": "ab" * 32}
     assert deps["code"]["digest"] == {"gitCommit": "c" * 40, "gitTree": "d" * 40}
     assert deps["model/model.safetensors"]["digest"]["sha256"] == "1" * 64
@@ -182,7 +227,9 @@ def test_ro_crate_is_a_process_run_crate_for_the_rocrate_library(recorded: tuple
     assert f"runs/{run_id}/metrics.jsonl" in results
     assert action["containerImage"]["sha256"] == "ab" * 32
     assert {e["name"]: e["value"] for e in action["environment"]} == {
-        "PYTHONHASHSEED": "0", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+        "PYTHONHASHSEED": "0",
+        "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+    }
     for entity in crate.get_entities():  # every data entity the crate names exists in the payload
         if entity.type == "File":
             assert (bundle / "data" / entity.id).is_file(), entity.id
@@ -284,8 +331,10 @@ def test_a_statement_rewritten_after_signing_fails_verify(recorded: tuple[Path, 
     path.write_text(canonical_json(statement))
     reseal_tags(bundle)
     found = findings(bundle)
-    assert f"{provenance.statement_name(run_id)} changed after it was signed " \
-           f"({provenance.envelope_name(run_id)} signs other bytes)" in found
+    assert (
+        f"{provenance.statement_name(run_id)} changed after it was signed "
+        f"({provenance.envelope_name(run_id)} signs other bytes)" in found
+    )
     assert any("provenance/bundle.dsse.json" in f and "changed after signing" in f for f in found)
 
 
@@ -346,8 +395,9 @@ def test_the_private_key_never_enters_the_bundle(recorded: tuple[Path, str], key
     bundle, _ = recorded
     sign_bundle(bundle, key)
     private = load_private_key(key)
-    raw = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                serialization.NoEncryption())
+    raw = private.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
     pem_body = b"".join(key.read_bytes().splitlines()[1:-1])
     needles = [raw, raw.hex().encode(), base64.b64encode(raw), pem_body, b"PRIVATE KEY"]
     for path in fmt.list_files(bundle):
@@ -402,8 +452,9 @@ def test_the_card_links_the_signed_statement_only_once_signed(recorded: tuple[Pa
     assert load_public_key(key).keyid in rows["Signing key"]
 
 
-def test_a_signed_run_pushes_its_signed_statement_and_still_verifies_after(tmp_path: Path, key: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_signed_run_pushes_its_signed_statement_and_still_verifies_after(
+    tmp_path: Path, key: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import huggingface_hub.constants
     from huggingface_hub import hf_hub_download
 
@@ -423,8 +474,14 @@ def test_a_signed_run_pushes_its_signed_statement_and_still_verifies_after(tmp_p
         record = push_run(bundle, "org/signed", run_id=run_id)
 
         def fetch(path: str) -> bytes:
-            local = hf_hub_download("org/signed", path, revision=record["commit"], endpoint=hub.endpoint,
-                                    cache_dir=tmp_path / "cache", token=hub.token)
+            local = hf_hub_download(
+                "org/signed",
+                path,
+                revision=record["commit"],
+                endpoint=hub.endpoint,
+                cache_dir=tmp_path / "cache",
+                token=hub.token,
+            )
             return Path(local).read_bytes()
 
         envelope = json.loads(fetch(f"bundle/{provenance.envelope_name(run_id)}"))

@@ -40,9 +40,7 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
         monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
         monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
         # The credential store is read from this constant at the moment of use: not the real one.
-        monkeypatch.setattr(
-            huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token-here")
-        )
+        monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token-here"))
         yield server
 
 
@@ -54,9 +52,7 @@ def run_bundle(tmp_path: Path) -> tuple[Path, str]:
 def download(hub: HubServer, path: str, revision: str, cache: Path) -> bytes:
     from huggingface_hub import hf_hub_download
 
-    local = hf_hub_download(
-        REPO_ID, path, revision=revision, endpoint=hub.endpoint, cache_dir=cache, token=hub.token
-    )
+    local = hf_hub_download(REPO_ID, path, revision=revision, endpoint=hub.endpoint, cache_dir=cache, token=hub.token)
     return Path(local).read_bytes()
 
 
@@ -78,9 +74,7 @@ def test_pushed_files_download_back_byte_identical(
         "bundle/manifest-sha256.txt",
     }
     expected = {
-        "adapter_model.safetensors": (
-            run_dir / "adapter" / "adapter_model.safetensors"
-        ).read_bytes(),
+        "adapter_model.safetensors": (run_dir / "adapter" / "adapter_model.safetensors").read_bytes(),
         "adapter_config.json": (run_dir / "adapter" / "adapter_config.json").read_bytes(),
         "README.md": (run_dir / "README.md").read_bytes(),
         "loss.png": (run_dir / "loss.png").read_bytes(),
@@ -90,9 +84,7 @@ def test_pushed_files_download_back_byte_identical(
         assert sha256_bytes(data) == sha, path
         if path in expected:
             assert data == expected[path], path
-    assert (
-        hub.calls("lfs_upload") == 2
-    )  # safetensors and png go through LFS basic transfer, not Xet
+    assert hub.calls("lfs_upload") == 2  # safetensors and png go through LFS basic transfer, not Xet
     assert record["commit"] == hub.head(REPO_ID).oid
     assert record["url"] == f"{hub.endpoint}/{REPO_ID}"
 
@@ -121,9 +113,7 @@ def test_the_pushed_card_names_the_repo_to_load_from(
     assert "base_model: TinyOrg/tiny-llama" in card
 
 
-def test_pushing_the_same_run_again_makes_no_new_commit(
-    hub: HubServer, run_bundle: tuple[Path, str]
-) -> None:
+def test_pushing_the_same_run_again_makes_no_new_commit(hub: HubServer, run_bundle: tuple[Path, str]) -> None:
     bundle, run_id = run_bundle
     first = push_run(bundle, REPO_ID, run_id=run_id)
     commits = len(hub.repos[REPO_ID].commits)
@@ -143,9 +133,7 @@ def test_a_500_on_the_first_commit_is_retried_once_and_commits_once(
     assert hub.calls("commit") == 2
     head = hub.head(REPO_ID)
     assert record["commit"] == head.oid
-    assert (
-        hub.repos[REPO_ID].commits[head.parent].message == "initial commit"
-    )  # exactly one commit was added
+    assert hub.repos[REPO_ID].commits[head.parent].message == "initial commit"  # exactly one commit was added
 
 
 def test_a_hub_that_keeps_failing_gives_up_and_leaves_no_publish_record(
@@ -161,9 +149,7 @@ def test_a_hub_that_keeps_failing_gives_up_and_leaves_no_publish_record(
     assert fmt.verify_bundle(bundle).findings == []
 
 
-def test_push_to_a_repo_that_already_exists_adds_a_commit_on_top(
-    hub: HubServer, run_bundle: tuple[Path, str]
-) -> None:
+def test_push_to_a_repo_that_already_exists_adds_a_commit_on_top(hub: HubServer, run_bundle: tuple[Path, str]) -> None:
     bundle, run_id = run_bundle
     before = hub.commit_files(REPO_ID, {"notes.txt": b"written by someone else\n"})
     record = push_run(bundle, REPO_ID, run_id=run_id)
@@ -172,9 +158,7 @@ def test_push_to_a_repo_that_already_exists_adds_a_commit_on_top(
     assert "notes.txt" in head.files and "adapter_model.safetensors" in head.files
 
 
-def test_push_to_a_branch_leaves_main_alone(
-    hub: HubServer, run_bundle: tuple[Path, str], tmp_path: Path
-) -> None:
+def test_push_to_a_branch_leaves_main_alone(hub: HubServer, run_bundle: tuple[Path, str], tmp_path: Path) -> None:
     bundle, run_id = run_bundle
     record = push_run(bundle, REPO_ID, run_id=run_id, revision="run-1")
     assert record["revision"] == "run-1"
@@ -202,9 +186,7 @@ def test_the_token_is_sent_but_never_written_or_logged(
     assert not any(hub.token.encode() in body for body in hub.bodies_seen)
 
 
-@pytest.mark.parametrize(
-    "repo_id", ["no-namespace", "org/name/extra", "org/na me", "org/-bad-", "../etc/x"]
-)
+@pytest.mark.parametrize("repo_id", ["no-namespace", "org/name/extra", "org/na me", "org/-bad-", "../etc/x"])
 def test_an_invalid_repo_id_is_refused_before_any_request(
     hub: HubServer, run_bundle: tuple[Path, str], repo_id: str
 ) -> None:
@@ -214,27 +196,21 @@ def test_an_invalid_repo_id_is_refused_before_any_request(
     assert hub.requests == []
 
 
-def test_a_run_without_an_adapter_is_refused_before_any_request(
-    hub: HubServer, tmp_path: Path
-) -> None:
+def test_a_run_without_an_adapter_is_refused_before_any_request(hub: HubServer, tmp_path: Path) -> None:
     bundle, run_id = make_run_bundle(tmp_path / "b", adapter=False)
     with pytest.raises(MissingAdapterError, match="adapter/adapter_model.safetensors"):
         push_run(bundle, REPO_ID, run_id=run_id)
     assert hub.requests == []
 
 
-def test_card_metadata_failing_local_validation_is_refused_before_any_request(
-    hub: HubServer, tmp_path: Path
-) -> None:
+def test_card_metadata_failing_local_validation_is_refused_before_any_request(hub: HubServer, tmp_path: Path) -> None:
     bundle, run_id = make_run_bundle(tmp_path / "b", model_id="./models/llama")
     with pytest.raises(CardMetadataError, match="base_model"):
         push_run(bundle, REPO_ID, run_id=run_id)
     assert hub.requests == []
 
 
-def test_card_metadata_the_hub_refuses_is_refused_before_any_upload(
-    hub: HubServer, tmp_path: Path
-) -> None:
+def test_card_metadata_the_hub_refuses_is_refused_before_any_upload(hub: HubServer, tmp_path: Path) -> None:
     bundle, run_id = make_run_bundle(tmp_path / "b", license="my-own-license")
     with pytest.raises(CardMetadataError, match="license"):
         push_run(bundle, REPO_ID, run_id=run_id)
@@ -275,9 +251,7 @@ def test_cli_push_with_a_rejected_token_exits_2_with_a_clear_message(
     assert not (bundle / "data" / "runs" / run_id / "publish.json").exists()
 
 
-def test_cli_push_with_an_invalid_repo_exits_2(
-    hub: HubServer, run_bundle: tuple[Path, str]
-) -> None:
+def test_cli_push_with_an_invalid_repo_exits_2(hub: HubServer, run_bundle: tuple[Path, str]) -> None:
     bundle, _ = run_bundle
     result = run_cli("push", str(bundle), "--repo", "not a repo")
     assert result.returncode == 2
@@ -285,30 +259,22 @@ def test_cli_push_with_an_invalid_repo_exits_2(
     assert hub.requests == []
 
 
-def test_local_hub_serves_what_locking_a_hub_base_model_needs(
-    hub: HubServer, tmp_path: Path
-) -> None:
+def test_local_hub_serves_what_locking_a_hub_base_model_needs(hub: HubServer, tmp_path: Path) -> None:
     """Issue 9 part 4 runs against this server: revision -> commit sha, LFS sha256 from metadata."""
     import hashlib
 
     from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url, snapshot_download
 
     weights, config = b"\0safetensors weights" * 100, b'{"model_type": "llama"}\n'
-    commit = hub.commit_files(
-        "TinyOrg/tiny-llama", {"model.safetensors": weights, "config.json": config}
-    )
-    info = HfApi(endpoint=hub.endpoint).model_info(
-        "TinyOrg/tiny-llama", revision="main", files_metadata=True
-    )
+    commit = hub.commit_files("TinyOrg/tiny-llama", {"model.safetensors": weights, "config.json": config})
+    info = HfApi(endpoint=hub.endpoint).model_info("TinyOrg/tiny-llama", revision="main", files_metadata=True)
     assert info.sha == commit
     siblings = {s.rfilename: s for s in info.siblings or []}
     assert siblings["model.safetensors"].lfs is not None
     assert siblings["model.safetensors"].lfs.sha256 == hashlib.sha256(weights).hexdigest()
     assert siblings["config.json"].lfs is None and siblings["config.json"].size == len(config)
     meta = get_hf_file_metadata(
-        hf_hub_url(
-            "TinyOrg/tiny-llama", "model.safetensors", revision="main", endpoint=hub.endpoint
-        )
+        hf_hub_url("TinyOrg/tiny-llama", "model.safetensors", revision="main", endpoint=hub.endpoint)
     )
     assert meta.commit_hash == commit and meta.etag == hashlib.sha256(weights).hexdigest()
     snapshot = Path(
@@ -323,9 +289,7 @@ def test_local_hub_serves_what_locking_a_hub_base_model_needs(
     assert (snapshot / "config.json").read_bytes() == config
 
 
-def test_an_adapter_config_naming_a_local_base_model_path_is_refused(
-    hub: HubServer, tmp_path: Path
-) -> None:
+def test_an_adapter_config_naming_a_local_base_model_path_is_refused(hub: HubServer, tmp_path: Path) -> None:
     bundle, run_id = make_run_bundle(tmp_path / "b")
     config_path = bundle / "data" / "runs" / run_id / "adapter" / "adapter_config.json"
     config = json.loads(config_path.read_text())

@@ -35,12 +35,19 @@ _RUN_ORDER = itertools.count()
 
 def env_record(**changes: Any) -> dict[str, Any]:
     env: dict[str, Any] = {
-        "schema": "bundler.env/1", "runner": "venv", "image_digest": None, "python": "3.11.7",
-        "platform": "Linux", "cpu": {"name": "AMD EPYC", "machine": "x86_64", "threads": 2},
+        "schema": "bundler.env/1",
+        "runner": "venv",
+        "image_digest": None,
+        "python": "3.11.7",
+        "platform": "Linux",
+        "cpu": {"name": "AMD EPYC", "machine": "x86_64", "threads": 2},
         "libraries": {"torch": "2.13.0+cpu", "transformers": "5.24.0", "peft": "0.21.2"},
-        "gpu": None, "cuda": None,
-        "determinism": {"seed": {"value": 1234, "why": "seeds"},
-                        "torch.use_deterministic_algorithms": {"value": True, "why": "strict"}},
+        "gpu": None,
+        "cuda": None,
+        "determinism": {
+            "seed": {"value": 1234, "why": "seeds"},
+            "torch.use_deterministic_algorithms": {"value": True, "why": "strict"},
+        },
     }
     for key, value in changes.items():
         section, _, name = key.partition("__")
@@ -51,9 +58,16 @@ def env_record(**changes: Any) -> dict[str, Any]:
     return env
 
 
-def stage_run(tmp: Path, name: str, losses: list[float], *, adapter: bytes = b"adapter-weights",
-              evals: dict[str, float] | None = None, env: dict[str, Any] | None = None,
-              max_steps_override: int | None = None) -> tuple[Path, dict[str, bytes]]:
+def stage_run(
+    tmp: Path,
+    name: str,
+    losses: list[float],
+    *,
+    adapter: bytes = b"adapter-weights",
+    evals: dict[str, float] | None = None,
+    env: dict[str, Any] | None = None,
+    max_steps_override: int | None = None,
+) -> tuple[Path, dict[str, bytes]]:
     staged = tmp / name
     (staged / "adapter").mkdir(parents=True)
     (staged / "adapter" / "adapter_model.safetensors").write_bytes(adapter)
@@ -61,18 +75,35 @@ def stage_run(tmp: Path, name: str, losses: list[float], *, adapter: bytes = b"a
     order = next(_RUN_ORDER)
     for step, loss in enumerate(losses, start=1):
         # step_time differs between any two real runs, so two runs never share a run ID
-        lines.append({"step": step, "loss": loss, "grad_norm": loss / 10, "lr": 0.001, "tokens": 64,
-                      "step_time": 0.1 + order / 1000})
+        lines.append(
+            {
+                "step": step,
+                "loss": loss,
+                "grad_norm": loss / 10,
+                "lr": 0.001,
+                "tokens": 64,
+                "step_time": 0.1 + order / 1000,
+            }
+        )
         if step % 5 == 0 or step == len(losses):
             lines.append({"step": step, "split": "val", "eval_loss": loss + 0.1})
     (staged / "metrics.jsonl").write_text("".join(json.dumps(x, sort_keys=True) + "\n" for x in lines))
-    results = {"schema": "bundler.results/1", "steps": len(losses), "final_train_loss": losses[-1],
-               "adapter_sha256": "x", "adapter_tensor_sha256": adapter.hex()[:16],
-               "eval": evals or {"val_loss": losses[-1] + 0.1, "accuracy": 0.5}}
+    results = {
+        "schema": "bundler.results/1",
+        "steps": len(losses),
+        "final_train_loss": losses[-1],
+        "adapter_sha256": "x",
+        "adapter_tensor_sha256": adapter.hex()[:16],
+        "eval": evals or {"val_loss": losses[-1] + 0.1, "accuracy": 0.5},
+    }
     (staged / "results.json").write_text(canonical_json(results))
     (staged / "env.json").write_text(canonical_json(env or env_record()))
-    record = {"schema": "bundler.run/1", "runner": "venv", "finished": f"2026-11-24T00:{order:05d}Z",
-              "max_steps_override": max_steps_override}
+    record = {
+        "schema": "bundler.run/1",
+        "runner": "venv",
+        "finished": f"2026-11-24T00:{order:05d}Z",
+        "max_steps_override": max_steps_override,
+    }
     return staged, {"run.json": canonical_json(record).encode()}
 
 
@@ -93,8 +124,9 @@ def record(bundle: Path, tmp: Path, name: str, losses: list[float], **kwargs: An
 
 
 def compare(bundle: Path, old: str, new: str, steps: int | None = None, **bounds: float) -> dict[str, Any]:
-    return compare_runs(bundle, read_run(bundle, old), read_run(bundle, new),
-                        tolerance=Tolerance(**bounds), steps=steps)
+    return compare_runs(
+        bundle, read_run(bundle, old), read_run(bundle, new), tolerance=Tolerance(**bounds), steps=steps
+    )
 
 
 @pytest.fixture
@@ -117,12 +149,19 @@ def test_same_adapter_and_steps_are_identical_and_expected_so(tmp_path: Path, st
 
 
 def test_small_differences_are_equivalent_and_a_library_change_explains_the_expectation(
-        tmp_path: Path, staging: Path) -> None:
+    tmp_path: Path, staging: Path
+) -> None:
     bundle = make_bundle(tmp_path)
     old = record(bundle, staging, "a", LOSSES)
     noisy = [x * (1 + 1e-4) for x in LOSSES]  # eval losses move by < 0.001 absolute
-    new = record(bundle, staging, "b", noisy, adapter=b"other-bits",
-                 env=env_record(libraries={"torch": "2.12.0+cpu", "transformers": "5.24.0", "peft": "0.21.2"}))
+    new = record(
+        bundle,
+        staging,
+        "b",
+        noisy,
+        adapter=b"other-bits",
+        env=env_record(libraries={"torch": "2.12.0+cpu", "transformers": "5.24.0", "peft": "0.21.2"}),
+    )
     report = compare(bundle, old, new)
     assert report["verdict"] == "EQUIVALENT"
     assert report["expected"] == "EQUIVALENT"
@@ -151,8 +190,14 @@ def test_first_step_outside_the_bound_is_named_with_its_size(tmp_path: Path, sta
 def test_a_looser_loss_bound_turns_the_same_difference_into_equivalent(tmp_path: Path, staging: Path) -> None:
     bundle = make_bundle(tmp_path)
     old = record(bundle, staging, "a", LOSSES)
-    new = record(bundle, staging, "b", [x * 1.005 for x in LOSSES], adapter=b"drifted",
-                 evals={"val_loss": LOSSES[-1] * 1.005 + 0.1, "accuracy": 0.5})
+    new = record(
+        bundle,
+        staging,
+        "b",
+        [x * 1.005 for x in LOSSES],
+        adapter=b"drifted",
+        evals={"val_loss": LOSSES[-1] * 1.005 + 0.1, "accuracy": 0.5},
+    )
     assert compare(bundle, old, new)["verdict"] == "DIVERGED"
     assert compare(bundle, old, new, loss=0.01, grad_norm=0.01, metric=0.05)["verdict"] == "EQUIVALENT"
 
@@ -183,8 +228,7 @@ def test_nondeterministic_recorded_run_expects_only_equivalence_and_says_so(tmp_
 def test_partial_comparison_skips_adapter_and_final_metrics(tmp_path: Path, staging: Path) -> None:
     bundle = make_bundle(tmp_path)
     old = record(bundle, staging, "a", LOSSES)
-    new = record(bundle, staging, "b", LOSSES[:5], adapter=b"after-five", evals={"val_loss": 9.0},
-                 max_steps_override=5)
+    new = record(bundle, staging, "b", LOSSES[:5], adapter=b"after-five", evals={"val_loss": 9.0}, max_steps_override=5)
     report = compare(bundle, old, new, steps=5)
     assert report["partial"] is True and report["steps_compared"] == 5
     assert report["verdict"] == "IDENTICAL"

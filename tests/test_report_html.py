@@ -21,8 +21,16 @@ import pytest
 from bundler.report import DIVERGENCE_COLOR, render_html, render_overlay_png, write_report
 from tests.test_replay import LOSSES, compare, make_bundle, record
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 
 
 def diverged_report(tmp_path: Path) -> dict[str, Any]:
@@ -40,8 +48,7 @@ def identical_report(tmp_path: Path, steps: int | None = None) -> dict[str, Any]
     staging = tmp_path / "staging"
     staging.mkdir()
     old = record(bundle, staging, "a", LOSSES)
-    new = record(bundle, staging, "b", LOSSES[:steps] if steps else LOSSES,
-                 max_steps_override=steps)
+    new = record(bundle, staging, "b", LOSSES[:steps] if steps else LOSSES, max_steps_override=steps)
     return compare(bundle, old, new, steps=steps)
 
 
@@ -52,7 +59,7 @@ def pixels(png: bytes) -> Any:
 
 
 def has_color(png: bytes, hex_color: str) -> bool:
-    target = tuple(int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    target = tuple(int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
     return any(color == target for _, color in (pixels(png).getcolors(maxcolors=1 << 20) or []))
 
 
@@ -95,9 +102,17 @@ def chromium() -> str:
 def browse(page: Path, tmp_path: Path, *action: str) -> subprocess.CompletedProcess[str]:
     profile = tmp_path / "chromium-profile"
     return subprocess.run(
-        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1200,1400", *action,
-         page.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120,
+        [
+            chromium(),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "--window-size=1200,1400",
+            *action,
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -127,8 +127,11 @@ class Recorder:
 def test_events_drive_progress_and_success_returns() -> None:
     recorder = Recorder()
     log = RuntimeLog(recorder)
-    for line in ['BUNDLER_EVENT {"event": "step", "step": 1, "max_steps": 2, "loss": 3.5}\n',
-                 "some log\n", 'BUNDLER_EVENT {"event": "done"}\n']:
+    for line in [
+        'BUNDLER_EVENT {"event": "step", "step": 1, "max_steps": 2, "loss": 3.5}\n',
+        "some log\n",
+        'BUNDLER_EVENT {"event": "done"}\n',
+    ]:
         log.feed(line)
     log.finish(0)
     assert recorder.steps == [(1, 2, 3.5)]
@@ -172,8 +175,12 @@ def test_container_entrypoint_and_env_match_the_host_runner(tmp_path: Path) -> N
     dockerfile = render_dockerfile(IMAGE_LOCK, "a" * 64)
     command, env = container_process(dockerfile, run_kwargs(request, out, IMAGE_LOCK, "b" * 64, user="1000:1000"))
 
-    inside = {str(bundle / "data" / "recipe"): "/bundle/recipe", str(out): "/out",
-              str(tmp_path / "model"): "/mnt/model", str(tmp_path / "data"): "/mnt/data"}
+    inside = {
+        str(bundle / "data" / "recipe"): "/bundle/recipe",
+        str(out): "/out",
+        str(tmp_path / "model"): "/mnt/model",
+        str(tmp_path / "data"): "/mnt/data",
+    }
     assert command[0] == "python" and command[1:] == [inside.get(a, a) for a in host_command[1:]]
     differ = {"PATH", "HOME", "BUNDLER_RUNNER", "BUNDLER_IMAGE_DIGEST"}
     assert {k: inside.get(v, v) for k, v in host_env.items() if k not in differ} == {

@@ -80,9 +80,7 @@ def make_recipe(
         },
         "lora": {**overrides.get("lora", {})},
     }
-    (recipe / "config.toml").write_text(
-        dump_resolved(BundleConfig.model_validate(raw)), encoding="utf-8"
-    )
+    (recipe / "config.toml").write_text(dump_resolved(BundleConfig.model_validate(raw)), encoding="utf-8")
     lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
     (data / "data.jsonl").write_text(lines, encoding="utf-8")
     if not (model / "config.json").exists():
@@ -121,9 +119,7 @@ def make_recipe(
         },
     }
     for name, obj in manifests.items():
-        (recipe / name).write_text(
-            json.dumps(obj, sort_keys=True, indent=2) + "\n", encoding="utf-8"
-        )
+        (recipe / name).write_text(json.dumps(obj, sort_keys=True, indent=2) + "\n", encoding="utf-8")
     shutil.copytree(RUNTIME, recipe / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
     return {"recipe": recipe, "data": data, "model": model}
 
@@ -201,16 +197,10 @@ def test_two_runs_give_identical_adapter_bytes_and_loss_curves(two_runs):
     assert (a / "adapter/adapter_model.safetensors").read_bytes() == (
         b / "adapter/adapter_model.safetensors"
     ).read_bytes()
-    assert (a / "adapter/adapter_config.json").read_bytes() == (
-        b / "adapter/adapter_config.json"
-    ).read_bytes()
+    assert (a / "adapter/adapter_config.json").read_bytes() == (b / "adapter/adapter_config.json").read_bytes()
     assert _curve(a) == _curve(b)
     ra, rb = (json.loads((o / "results.json").read_text()) for o in (a, b))
-    assert (
-        ra["adapter_sha256"]
-        == rb["adapter_sha256"]
-        == _sha(a / "adapter/adapter_model.safetensors")
-    )
+    assert ra["adapter_sha256"] == rb["adapter_sha256"] == _sha(a / "adapter/adapter_model.safetensors")
     assert ra["eval"] == rb["eval"]
 
 
@@ -218,9 +208,7 @@ def test_another_seed_changes_the_adapter_and_the_curve(two_runs):
     a, _, c = two_runs
     ra, rc = (json.loads((o / "results.json").read_text()) for o in (a, c))
     assert ra["adapter_tensor_sha256"] != rc["adapter_tensor_sha256"]
-    assert [m["loss"] for m in _curve(a) if "loss" in m] != [
-        m["loss"] for m in _curve(c) if "loss" in m
-    ]
+    assert [m["loss"] for m in _curve(a) if "loss" in m] != [m["loss"] for m in _curve(c) if "loss" in m]
 
 
 def test_metrics_jsonl_has_one_line_per_step_and_val_evals(two_runs):
@@ -252,9 +240,7 @@ def test_results_and_env_follow_the_contract(two_runs):
 def test_tiny_model_is_byte_identical_when_made_twice(tmp_path, model_dir):
     again = tmp_path / "again"
     make_tiny(again)
-    assert {p.name: _sha(p) for p in again.iterdir()} == {
-        p.name: _sha(p) for p in model_dir.iterdir()
-    }
+    assert {p.name: _sha(p) for p in again.iterdir()} == {p.name: _sha(p) for p in model_dir.iterdir()}
 
 
 def test_max_steps_env_trains_a_prefix_of_the_same_curve(tmp_path, model_dir, two_runs):
@@ -264,11 +250,7 @@ def test_max_steps_env_trains_a_prefix_of_the_same_curve(tmp_path, model_dir, tw
     short = [m for m in _curve(tmp_path / "out") if "split" not in m]
     full = [m for m in _curve(two_runs[0]) if "split" not in m]
     assert short == full[:5]
-    events = [
-        json.loads(ln.split(" ", 1)[1])
-        for ln in result.stdout.splitlines()
-        if ln.startswith("BUNDLER_EVENT")
-    ]
+    events = [json.loads(ln.split(" ", 1)[1]) for ln in result.stdout.splitlines() if ln.startswith("BUNDLER_EVENT")]
     assert events[0] == {"event": "step", "step": 1, "max_steps": 5, "loss": short[0]["loss"]}
     assert events[-1]["event"] == "done"
 
@@ -286,9 +268,7 @@ def test_unknown_target_module_exits_3_naming_the_choices(tmp_path, model_dir):
 
 
 def test_sequence_longer_than_the_model_allows_exits_3(tmp_path, model_dir):
-    paths = make_recipe(
-        tmp_path, model_dir=model_dir, config_overrides={"train": {"max_seq_len": 4096}}
-    )
+    paths = make_recipe(tmp_path, model_dir=model_dir, config_overrides={"train": {"max_seq_len": 4096}})
     result = run_runtime(paths, tmp_path / "out")
     assert result.returncode == 3
     assert "512" in _error(result)["message"]
@@ -355,8 +335,4 @@ def test_csv_dataset_gives_the_same_records_as_jsonl(tmp_path):
     ]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "d.csv").write_text('id,prompt,response\na,"p, with comma",r\\nline\nb,q,s\n')
-    assert (
-        read_records(tmp_path / "d.csv", "auto")
-        == read_records(tmp_path / "d.jsonl", "auto")
-        == rows
-    )
+    assert read_records(tmp_path / "d.csv", "auto") == read_records(tmp_path / "d.jsonl", "auto") == rows

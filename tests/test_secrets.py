@@ -125,7 +125,10 @@ def test_planted_secrets_reach_no_byte_of_a_built_bundle(tmp_path: Path, quickst
     assert b"127.0.0.1:9/team/quickstart.git" in blobs["data/recipe/source.json"]  # the URL is kept, bare
     export = run_cli("export", str(out), "-o", str(tmp_path / "b.tar"), env=env)
     assert export.returncode == 0, export.stderr
-    blobs |= {"stdout": build.stdout.encode(), "stderr": build.stderr.encode(),
-              "b.tar": (tmp_path / "b.tar").read_bytes()}
+    blobs |= {
+        "stdout": build.stdout.encode(),
+        "stderr": build.stderr.encode(),
+        "b.tar": (tmp_path / "b.tar").read_bytes(),
+    }
     assert_nowhere(blobs)
     assert fmt.verify_bundle(out).ok

@@ -64,8 +64,9 @@ def test_a_public_key_given_as_the_signing_key_is_refused_with_a_hint(tmp_path: 
 def test_an_rsa_key_is_refused(tmp_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     path = tmp_path / "rsa.pem"
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     with pytest.raises(SigningKeyError, match="ed25519"):
         load_private_key(path)
 
@@ -81,9 +82,13 @@ def test_an_encrypted_key_needs_its_password_from_the_environment(
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     path = tmp_path / "enc.pem"
-    path.write_bytes(Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(b"correct horse")))
+    path.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"correct horse"),
+        )
+    )
     monkeypatch.delenv("BUNDLER_SIGNING_KEY_PASSWORD", raising=False)
     with pytest.raises(SigningKeyError, match="BUNDLER_SIGNING_KEY_PASSWORD"):
         load_private_key(path)

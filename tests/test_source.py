@@ -47,12 +47,15 @@ def test_a_project_in_a_subdirectory_records_its_tree_and_only_its_files(tmp_pat
         assert tar.getnames() == ["bundle.toml"]
 
 
-@pytest.mark.parametrize(("url", "bare"), [
-    ("https://alice:s3cret@git.example.com/team/repo.git", "https://git.example.com/team/repo.git"),
-    ("https://x-access-token:ghp_abc@github.com:8443/o/r.git?token=t#main", "https://github.com:8443/o/r.git#main"),
-    ("ssh://git@git.example.com/team/repo.git", "ssh://git.example.com/team/repo.git"),
-    ("git@github.com:team/repo.git", "git@github.com:team/repo.git"),
-])
+@pytest.mark.parametrize(
+    ("url", "bare"),
+    [
+        ("https://alice:s3cret@git.example.com/team/repo.git", "https://git.example.com/team/repo.git"),
+        ("https://x-access-token:ghp_abc@github.com:8443/o/r.git?token=t#main", "https://github.com:8443/o/r.git#main"),
+        ("ssh://git@git.example.com/team/repo.git", "ssh://git.example.com/team/repo.git"),
+        ("git@github.com:team/repo.git", "git@github.com:team/repo.git"),
+    ],
+)
 def test_credentials_are_stripped_from_the_origin_url(url: str, bare: str) -> None:
     assert strip_credentials(url) == bare
 

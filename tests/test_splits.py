@@ -44,16 +44,11 @@ def make_config(data: dict[str, Any] | None = None, **split: Any) -> BundleConfi
 
 
 def examples(n: int, **extra: Any) -> list[dict[str, Any]]:
-    return [
-        {"id": f"ex{i:04d}", "prompt": f"question {i}", "response": f"answer {i}", **extra}
-        for i in range(n)
-    ]
+    return [{"id": f"ex{i:04d}", "prompt": f"question {i}", "response": f"answer {i}", **extra} for i in range(n)]
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
-    )
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
 
 
@@ -97,21 +92,15 @@ def test_each_split_holds_sorted_ids_content_hashes_count_and_root() -> None:
         assert entry["count"] == len(entry["ids"])
         assert list(entry["examples"]) == entry["ids"]
         for example_id, digest in entry["examples"].items():
-            text = json.dumps(
-                by_id[example_id], sort_keys=True, separators=(",", ":"), ensure_ascii=False
-            )
+            text = json.dumps(by_id[example_id], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
             assert digest == hashlib.sha256(text.encode("utf-8")).hexdigest()
-        lines = "".join(
-            json.dumps([i, entry["examples"][i]], ensure_ascii=False) + "\n" for i in entry["ids"]
-        )
+        lines = "".join(json.dumps([i, entry["examples"][i]], ensure_ascii=False) + "\n" for i in entry["ids"])
         assert entry["root"] == hashlib.sha256(lines.encode("utf-8")).hexdigest()
     assert sum(e["count"] for e in manifest["splits"].values()) == 300
 
 
 def test_write_manifest_writes_canonical_json(tmp_path: Path) -> None:
-    manifest = build_manifest(
-        examples(40) + [{"id": "é", "prompt": "naïve", "response": "x"}], make_config(), DATASET
-    )
+    manifest = build_manifest(examples(40) + [{"id": "é", "prompt": "naïve", "response": "x"}], make_config(), DATASET)
     target = tmp_path / "out" / "splits.json"
     write_manifest(manifest, target)
     text = target.read_text(encoding="utf-8")
@@ -189,10 +178,7 @@ def test_case_whitespace_and_unicode_form_variants_are_duplicates() -> None:
 
 def test_keep_group_puts_every_member_of_a_group_in_one_split() -> None:
     rows = examples(300)
-    rows += [
-        {"id": f"dup{i}", "prompt": f"QUESTION {i % 30}", "response": f"answer {i % 30}"}
-        for i in range(90)
-    ]
+    rows += [{"id": f"dup{i}", "prompt": f"QUESTION {i % 30}", "response": f"answer {i % 30}"} for i in range(90)]
     manifest = build_manifest(rows, make_config(dedupe="keep-group"), DATASET)
     where = placement(manifest)
     assert len(where) == 390
@@ -203,9 +189,7 @@ def test_keep_group_puts_every_member_of_a_group_in_one_split() -> None:
 
 
 def test_dedupe_off_keeps_all_and_reports_groups_that_straddle_splits() -> None:
-    rows = examples(200) + [
-        {"id": f"dup{i}", "prompt": f"question {i}", "response": f"answer {i}"} for i in range(200)
-    ]
+    rows = examples(200) + [{"id": f"dup{i}", "prompt": f"question {i}", "response": f"answer {i}"} for i in range(200)]
     manifest = build_manifest(rows, make_config(dedupe="off"), DATASET)
     assert manifest["totals"]["examples"] == 400
     leaks = manifest["leakage"]["cross_split"]
@@ -251,9 +235,7 @@ def test_stratified_split_has_exact_per_class_counts() -> None:
     manifest = build_manifest(rows, config, DATASET)
     for label, size in sizes.items():
         expected = largest_remainder(size, config.split.ratios)
-        assert {
-            n: manifest["labels"][n].get(label, 0) for n in ("train", "val", "test")
-        } == expected
+        assert {n: manifest["labels"][n].get(label, 0) for n in ("train", "val", "test")} == expected
     assert largest_remainder(13, config.split.ratios) == {"train": 11, "val": 1, "test": 1}
     # 21.6 / 2.7 / 2.7: the two .7 remainders win the two left over
     assert largest_remainder(27, config.split.ratios) == {"train": 21, "val": 3, "test": 3}
@@ -265,13 +247,9 @@ def test_stratified_split_has_exact_per_class_counts() -> None:
 def test_stratified_warns_about_classes_too_small_for_every_split(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    rows = examples(40, label="big") + [
-        {"id": "r1", "prompt": "rare", "response": "x", "label": "rare"}
-    ]
+    rows = examples(40, label="big") + [{"id": "r1", "prompt": "rare", "response": "x", "label": "rare"}]
     with caplog.at_level(logging.WARNING, logger="bundler.splits"):
-        manifest = build_manifest(
-            rows, make_config({"label_field": "label"}, method="stratified"), DATASET
-        )
+        manifest = build_manifest(rows, make_config({"label_field": "label"}, method="stratified"), DATASET)
     assert manifest["method"]["small_classes"] == ["rare"]
     assert "too small" in caplog.text and "'rare'" in caplog.text
 
@@ -295,9 +273,7 @@ def test_temporal_split_puts_the_oldest_in_train_and_records_the_cuts() -> None:
     assert (len(train), len(val), len(test)) == (80, 10, 10)
     assert max(train) <= min(val) and max(val) <= min(test)
     cuts = manifest["method"]["cuts"]
-    assert cuts["train"]["first"].startswith(min(train)) and cuts["test"]["last"].startswith(
-        max(test)
-    )
+    assert cuts["train"]["first"].startswith(min(train)) and cuts["test"]["last"].startswith(max(test))
     assert cuts["val"]["first"].startswith(min(val))
 
 
@@ -394,9 +370,7 @@ def test_summary_shows_counts_label_balance_and_leakage() -> None:
     rows = examples(90, label="x")
     rows += [{"id": f"y{i}", "prompt": f"y {i}", "response": "r", "label": "y"} for i in range(30)]
     rows.append({"id": "copy", "prompt": "QUESTION 1", "response": "answer 1", "label": "x"})
-    manifest = build_manifest(
-        rows, make_config({"label_field": "label"}, method="stratified"), DATASET
-    )
+    manifest = build_manifest(rows, make_config({"label_field": "label"}, method="stratified"), DATASET)
     summary = summarize(manifest)
     assert summary["schema"] == "bundler.splits.summary/1"
     assert summary["counts"] == {"train": 96, "val": 12, "test": 12}
@@ -489,9 +463,7 @@ def test_bad_input_is_an_exit_2_error(
 
 
 def test_a_zero_ratio_split_may_be_empty() -> None:
-    manifest = build_manifest(
-        examples(20), make_config(ratios={"train": 0.9, "val": 0.1, "test": 0.0}), DATASET
-    )
+    manifest = build_manifest(examples(20), make_config(ratios={"train": 0.9, "val": 0.1, "test": 0.0}), DATASET)
     assert manifest["splits"]["test"]["count"] == 0
     assert manifest["splits"]["test"]["root"] == split_root({})
 
@@ -511,8 +483,7 @@ def test_a_value_with_no_json_form_is_a_dataset_error() -> None:
 def write_project(root: Path, rows: list[dict[str, Any]], split: str = "") -> Path:
     write_jsonl(root / "data.jsonl", rows)
     (root / "bundle.toml").write_text(
-        '[project]\nname = "demo"\nseed = 2\n[model]\nid = "org/m"\n[data]\npath = "data.jsonl"\n'
-        + split,
+        '[project]\nname = "demo"\nseed = 2\n[model]\nid = "org/m"\n[data]\npath = "data.jsonl"\n' + split,
         encoding="utf-8",
     )
     return root
@@ -524,9 +495,7 @@ def test_bundler_split_writes_the_manifest_and_prints_counts(tmp_path: Path) -> 
     from bundler.cli import main
 
     project = write_project(tmp_path, examples(100))
-    result = CliRunner().invoke(
-        main, ["split", str(project), "--json", "--out", str(tmp_path / "s.json")]
-    )
+    result = CliRunner().invoke(main, ["split", str(project), "--json", "--out", str(tmp_path / "s.json")])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     manifest = json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))

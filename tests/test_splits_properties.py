@@ -57,17 +57,13 @@ def split_or_reject(rows: list[dict[str, Any]], config: BundleConfig) -> dict[st
     seed=st.integers(0, 2**32 - 1),
     dedupe=st.sampled_from(["keep-one", "keep-group", "off"]),
 )
-def test_adding_examples_never_moves_existing_ones(
-    old: list[str], new: list[str], seed: int, dedupe: str
-) -> None:
+def test_adding_examples_never_moves_existing_ones(old: list[str], new: list[str], seed: int, dedupe: str) -> None:
     config = make_config(seed, dedupe=dedupe)
     before = placed(split_or_reject(rows_from(old), config))
     after = placed(split_or_reject(rows_from(old) + rows_from(new, start=len(old)), config))
     # Every old example keeps its split, and one that was dropped as a duplicate stays dropped.
     assert {i: after[i] for i in before} == before
-    assert all(
-        after[f"id{i}"] in ("train", "val", "test", DROPPED) for i in range(len(old) + len(new))
-    )
+    assert all(after[f"id{i}"] in ("train", "val", "test", DROPPED) for i in range(len(old) + len(new)))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
@@ -98,9 +94,7 @@ def test_reloading_a_manifest_returns_exactly_its_split(prompts: list[str], seed
     seed=st.integers(0, 2**32 - 1),
 )
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
-def test_stratified_counts_per_class_are_the_largest_remainder_counts(
-    sizes: list[int], seed: int
-) -> None:
+def test_stratified_counts_per_class_are_the_largest_remainder_counts(sizes: list[int], seed: int) -> None:
     rows = [
         {"id": f"c{c}-{i}", "prompt": f"class {c} example {i}", "response": "r", "label": f"c{c}"}
         for c, size in enumerate(sizes)
@@ -127,8 +121,6 @@ def test_normalized_text_is_nfc_casefolded_with_whitespace_collapsed(text: str) 
 
     from bundler.splits import normalize_text
 
-    slow = unicodedata.normalize(
-        "NFC", " ".join(unicodedata.normalize("NFC", text).casefold().split())
-    )
+    slow = unicodedata.normalize("NFC", " ".join(unicodedata.normalize("NFC", text).casefold().split()))
     assert normalize_text(text) == slow
     assert normalize_text(normalize_text(text)) == normalize_text(text)

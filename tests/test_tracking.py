@@ -36,7 +36,9 @@ def _with_tracking(recipe: Path, tracking: dict) -> None:
     (recipe / "config.toml").write_text(tomli_w.dumps(config), encoding="utf-8")
 
 
-def _host_run(bundle: Path, paths: dict[str, Path], out: Path, tracking: dict | None = None) -> subprocess.CompletedProcess:
+def _host_run(
+    bundle: Path, paths: dict[str, Path], out: Path, tracking: dict | None = None
+) -> subprocess.CompletedProcess:
     """The runtime started exactly as the host runner starts it (command and environment)."""
     request = RunRequest(bundle=bundle, model_dir=paths["model"], data_dir=paths["data"], tracking=tracking)
     command, env = host_invocation(request, out)
@@ -114,9 +116,7 @@ def test_mlflow_run_holds_final_eval_adapter_hash_and_config(mlflow_run: tuple[P
     assert run.data.params["train.max_steps"] == "30"
 
 
-def test_tracking_changes_no_adapter_byte_and_adds_no_run_file(
-    untracked: Path, mlflow_run: tuple[Path, Path]
-) -> None:
+def test_tracking_changes_no_adapter_byte_and_adds_no_run_file(untracked: Path, mlflow_run: tuple[Path, Path]) -> None:
     tracked, _store = mlflow_run
     adapter = "adapter/adapter_model.safetensors"
     assert (tracked / adapter).read_bytes() == (untracked / adapter).read_bytes()

@@ -113,7 +113,7 @@ class RuntimeLog:
         line = line.rstrip("\r\n")
         if line.startswith(EVENT_PREFIX):
             try:
-                event = json.loads(line[len(EVENT_PREFIX):])
+                event = json.loads(line[len(EVENT_PREFIX) :])
             except ValueError:
                 event = {}
             if event.get("event") == "step":
@@ -121,9 +121,9 @@ class RuntimeLog:
             return
         if line.startswith(ERROR_PREFIX):
             try:
-                self.error = json.loads(line[len(ERROR_PREFIX):])
+                self.error = json.loads(line[len(ERROR_PREFIX) :])
             except ValueError:
-                self.error = {"message": line[len(ERROR_PREFIX):]}
+                self.error = {"message": line[len(ERROR_PREFIX) :]}
             return
         self.tail = (self.tail + [line])[-40:]
         if os.environ.get("BUNDLER_DEBUG"):
@@ -163,7 +163,12 @@ def stream_runtime(command: Sequence[str], env: Mapping[str, str], cwd: Path, la
     with ui.StepProgress(label) as progress:
         log = RuntimeLog(progress)
         process = subprocess.Popen(
-            list(command), env=dict(env), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            list(command),
+            env=dict(env),
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         assert process.stdout is not None
         try:

@@ -189,14 +189,20 @@ def build_image(client: Any, bundle: Path, bundle_id: str) -> tuple[Any, dict[st
     base = ensure_base_image(client, image_lock)
     wheels, wheel_source = bundle_wheelhouse(bundle)
     lock_sha = sha256_file(recipe / "requirements.lock")
-    ui.stage(f"building the image {tag[:len(IMAGE_REPOSITORY) + 13]} (offline; dependency layers cached)")
+    ui.stage(f"building the image {tag[: len(IMAGE_REPOSITORY) + 13]} (offline; dependency layers cached)")
     with tempfile.TemporaryDirectory(prefix="bundler-context-") as tmp:
         context = build_context(recipe, wheels, Path(tmp) / "context")
         image_id = None
         tail: list[str] = []
         for entry in client.api.build(
-            path=str(context), tag=tag, labels=build_labels(bundle_id, lock_sha),
-            rm=True, forcerm=True, pull=False, network_mode="none", decode=True,
+            path=str(context),
+            tag=tag,
+            labels=build_labels(bundle_id, lock_sha),
+            rm=True,
+            forcerm=True,
+            pull=False,
+            network_mode="none",
+            decode=True,
         ):
             if "error" in entry:
                 raise EnvironmentSetupError(

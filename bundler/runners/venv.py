@@ -34,9 +34,21 @@ def ensure_venv(lock: Path) -> Path:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(tmp)], check=True, capture_output=True)
         # --require-hashes --no-deps: exactly the pinned set, every file checked against the lock.
         install = subprocess.run(
-            [str(venv_python(tmp)), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--require-hashes", "--no-deps", "--only-binary=:all:", "-r", str(lock)],
-            capture_output=True, text=True,
+            [
+                str(venv_python(tmp)),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--require-hashes",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-r",
+                str(lock),
+            ],
+            capture_output=True,
+            text=True,
         )
         if install.returncode != 0:
             raise EnvironmentSetupError(

@@ -27,9 +27,7 @@ def main(argv: list[str]) -> int:
 
         for var in ("BUNDLER_MODEL_DIR", "BUNDLER_DATA_DIR"):
             if not os.environ.get(var):
-                raise RecipeInputError(
-                    f"{var} is not set", "the runner sets it to the read-only mount"
-                )
+                raise RecipeInputError(f"{var} is not set", "the runner sets it to the read-only mount")
         recipe = load_recipe(recipe_dir)
         config = recipe.config
         from .distributed import is_launched, launch, requested_processes

@@ -36,9 +36,7 @@ def run_check(recipe_dir: Path, adapter_dir: Path, out: Path) -> dict[str, objec
     data_dir = Path(os.environ["BUNDLER_DATA_DIR"])
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         if not (adapter_dir / name).is_file():
-            raise RecipeInputError(
-                f"{adapter_dir} has no {name}", "pass a directory holding a saved PEFT adapter"
-            )
+            raise RecipeInputError(f"{adapter_dir} has no {name}", "pass a directory holding a saved PEFT adapter")
     verify_files("model", model_dir, recipe.model.get("files", {}))
     verify_files("dataset", data_dir, recipe.dataset.get("files", {}))
     train = recipe.train
@@ -46,9 +44,7 @@ def run_check(recipe_dir: Path, adapter_dir: Path, out: Path) -> dict[str, objec
     seed = int(train.get("seed", recipe.config.get("project", {}).get("seed", 0)))
     # The same flags as training (a second entry point, not a second policy): inference kernels
     # must be the deterministic ones the reference was computed with.
-    determinism = configure_determinism(
-        seed, deterministic=bool(train.get("deterministic", True)), device=device
-    )
+    determinism = configure_determinism(seed, deterministic=bool(train.get("deterministic", True)), device=device)
     splits = load_splits(data_dir, recipe.dataset, recipe.splits)
     check_fields(splits, recipe.data)
     tokenizer = load_tokenizer(model_dir)

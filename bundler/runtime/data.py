@@ -33,9 +33,7 @@ def example_id(record: dict[str, Any], id_field: str | None) -> str:
 def read_records(path: Path, fmt: str) -> list[dict[str, Any]]:
     """Read one dataset file as a list of records (JSONL, CSV, Parquet with pyarrow)."""
     if fmt == "auto":
-        fmt = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}.get(
-            path.suffix, "jsonl"
-        )
+        fmt = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}.get(path.suffix, "jsonl")
     if fmt == "jsonl":
         with open(path, encoding="utf-8") as handle:
             return [json.loads(line) for line in handle if line.strip()]
@@ -54,9 +52,7 @@ def read_records(path: Path, fmt: str) -> list[dict[str, Any]]:
     raise RecipeInputError(f"unknown dataset format {fmt!r}", "use jsonl, csv or parquet")
 
 
-def load_splits(
-    data_dir: Path, dataset: dict[str, Any], splits: dict[str, Any]
-) -> dict[str, list[dict]]:
+def load_splits(data_dir: Path, dataset: dict[str, Any], splits: dict[str, Any]) -> dict[str, list[dict]]:
     """Return {split: [records in sorted-ID order]}, checking every example's content hash."""
     id_field = splits.get("id_field")
     by_id: dict[str, dict[str, Any]] = {}
@@ -67,11 +63,7 @@ def load_splits(
     selected: dict[str, list[dict]] = {}
     for split, entry in sorted(splits["splits"].items()):
         missing = [i for i in entry["ids"] if i not in by_id]
-        changed = [
-            i
-            for i in entry["ids"]
-            if i in by_id and content_hash(by_id[i]) != entry["examples"].get(i)
-        ]
+        changed = [i for i in entry["ids"] if i in by_id and content_hash(by_id[i]) != entry["examples"].get(i)]
         if missing or changed:
             raise RecipeInputError(
                 f"split {split!r}: {len(missing)} example(s) missing and {len(changed)} changed "
@@ -85,11 +77,7 @@ def load_splits(
 
 
 def template_fields(template: str) -> set[str]:
-    return {
-        name.split(".")[0].split("[")[0]
-        for _, name, _, _ in string.Formatter().parse(template)
-        if name
-    }
+    return {name.split(".")[0].split("[")[0] for _, name, _, _ in string.Formatter().parse(template) if name}
 
 
 def check_fields(examples: dict[str, list[dict]], data: dict[str, Any]) -> None:
@@ -105,8 +93,7 @@ def check_fields(examples: dict[str, list[dict]], data: dict[str, Any]) -> None:
                 raise RecipeInputError(
                     f"{split} example {index} has no field {', '.join(map(repr, absent))} "
                     f"(it has {', '.join(sorted(record))})",
-                    "fix [data] prompt_field/response_field/label_field "
-                    "or the {fields} in prompt_template",
+                    "fix [data] prompt_field/response_field/label_field or the {fields} in prompt_template",
                     kind="data",
                 )
 
@@ -134,9 +121,7 @@ class ByteTokenizer:
     def decode(self, ids: list[int]) -> str:
         # A model's vocabulary may be larger than the tokenizer's (the tiny model has 512 ids):
         # ids past the byte range have no text.
-        return bytes(
-            i - self.offset for i in ids if self.offset <= i < self.offset + 256
-        ).decode("utf-8", "replace")
+        return bytes(i - self.offset for i in ids if self.offset <= i < self.offset + 256).decode("utf-8", "replace")
 
 
 class HFTokenizer:
@@ -148,9 +133,7 @@ class HFTokenizer:
         self._tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         self.eos_token_id = self._tok.eos_token_id
         self.bos_token_id = self._tok.bos_token_id
-        self.pad_token_id = (
-            self._tok.pad_token_id if self._tok.pad_token_id is not None else self.eos_token_id
-        )
+        self.pad_token_id = self._tok.pad_token_id if self._tok.pad_token_id is not None else self.eos_token_id
         self.vocab_size = len(self._tok)
         self.name = type(self._tok).__name__
 
@@ -190,9 +173,7 @@ def encode(
     text = str(record[data.get("response_field", "response")]) if response is None else response
     response_ids = [*tokenizer.encode(text, bos=False), tokenizer.eos_token_id]
     ids = (prompt_ids + response_ids)[:max_len]
-    labels = (
-        [IGNORE_INDEX] * len(prompt_ids) if response_only else list(prompt_ids)
-    ) + response_ids
+    labels = ([IGNORE_INDEX] * len(prompt_ids) if response_only else list(prompt_ids)) + response_ids
     return Encoded(ids, labels[:max_len])
 
 
@@ -203,9 +184,7 @@ def pack(examples: list[Encoded], max_len: int) -> list[Encoded]:
     """
     ids = [t for e in examples for t in e.input_ids]
     labels = [t for e in examples for t in e.labels]
-    return [
-        Encoded(ids[i : i + max_len], labels[i : i + max_len]) for i in range(0, len(ids), max_len)
-    ]
+    return [Encoded(ids[i : i + max_len], labels[i : i + max_len]) for i in range(0, len(ids), max_len)]
 
 
 def collate(examples: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -242,6 +221,4 @@ def train_batches(
         pool.extend(pack(epoch, max_len) if packing else epoch)
         while len(pool) >= batch_size * grad_accum:
             step, pool = pool[: batch_size * grad_accum], pool[batch_size * grad_accum :]
-            yield [
-                collate(step[i : i + batch_size], pad_id) for i in range(0, len(step), batch_size)
-            ]
+            yield [collate(step[i : i + batch_size], pad_id) for i in range(0, len(step), batch_size)]

@@ -228,9 +228,7 @@ def rank_slice(micro_batches: MicroBatches) -> MicroBatches:
     return share
 
 
-def sum_across_ranks(
-    params: list[torch.Tensor], loss: torch.Tensor, tokens: int
-) -> tuple[torch.Tensor, int]:
+def sum_across_ranks(params: list[torch.Tensor], loss: torch.Tensor, tokens: int) -> tuple[torch.Tensor, int]:
     """Replace every gradient by the sum over ranks, added in rank order; return the summed loss and tokens."""
     if _world.size == 1:
         return loss, tokens

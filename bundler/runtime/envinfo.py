@@ -68,21 +68,15 @@ def _gpu() -> dict[str, Any] | None:
     }
 
 
-def capture_environment(
-    runner: str, image_digest: str, determinism: dict[str, Any]
-) -> dict[str, Any]:
+def capture_environment(runner: str, image_digest: str, determinism: dict[str, Any]) -> dict[str, Any]:
     """Return env.json's content: hardware, libraries, image digest, determinism settings."""
     cuda = None
     if torch.version.cuda:
         cuda = {
             "runtime": torch.version.cuda,
             "cublas": _cublas_version(),
-            "cudnn": torch.backends.cudnn.version()
-            if torch.backends.cudnn.is_available()
-            else None,
-            "nccl": ".".join(map(str, torch.cuda.nccl.version()))
-            if torch.cuda.is_available()
-            else None,
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            "nccl": ".".join(map(str, torch.cuda.nccl.version())) if torch.cuda.is_available() else None,
         }
     return {
         "schema": ENV_SCHEMA,

@@ -11,9 +11,7 @@ from .modeling import LoraModel
 
 
 @torch.no_grad()
-def eval_loss(
-    model: LoraModel, examples: list[Encoded], batch_size: int, pad_id: int
-) -> float | None:
+def eval_loss(model: LoraModel, examples: list[Encoded], batch_size: int, pad_id: int) -> float | None:
     """Mean next-token loss over every labelled token of `examples`, in their fixed order."""
     if not examples:
         return None
@@ -77,9 +75,7 @@ def label_metrics(
     ties go to the first in sorted order."""
     truth, predicted = [], []
     for record in records:
-        nll = candidate_nll(
-            model, record, candidates, data=data, tokenizer=tokenizer, max_len=max_len, pad_id=pad_id
-        )
+        nll = candidate_nll(model, record, candidates, data=data, tokenizer=tokenizer, max_len=max_len, pad_id=pad_id)
         predicted.append(pick_label(candidates, nll))
         truth.append(str(record[data["label_field"]]))
     return classification_metrics(truth, predicted)

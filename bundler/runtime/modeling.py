@@ -40,9 +40,7 @@ def load_base_model(model_dir: Path, dtype: torch.dtype, device: torch.device) -
     return model.to(device)
 
 
-def check_model_fits(
-    model: torch.nn.Module, train: dict[str, Any], lora: dict[str, Any], vocab_needed: int
-) -> None:
+def check_model_fits(model: torch.nn.Module, train: dict[str, Any], lora: dict[str, Any], vocab_needed: int) -> None:
     """Reject settings the model cannot take, before any training starts."""
     config = model.config
     limit = getattr(config, "max_position_embeddings", None)
@@ -53,17 +51,12 @@ def check_model_fits(
             kind="config",
         )
     linear_names = sorted(
-        {
-            name.rsplit(".", 1)[-1]
-            for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear)
-        }
+        {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
     )
     unknown = [t for t in lora.get("target_modules", []) if t not in linear_names]
     if unknown:
         raise RecipeInputError(
-            f"lora.target_modules names {', '.join(map(repr, unknown))}, "
-            "which the model does not have",
+            f"lora.target_modules names {', '.join(map(repr, unknown))}, which the model does not have",
             f"choose from its linear layers: {', '.join(linear_names)}",
             kind="config",
         )
@@ -108,9 +101,7 @@ class LoraModel:
             )
         return weight
 
-    def loss(
-        self, input_ids: torch.Tensor, labels: torch.Tensor, normalizer: float
-    ) -> torch.Tensor:
+    def loss(self, input_ids: torch.Tensor, labels: torch.Tensor, normalizer: float) -> torch.Tensor:
         with self.autocast():
             hidden = self.hidden_states(input_ids)
         return chunked_cross_entropy(hidden, self.lm_head_weight(), labels, normalizer)
@@ -147,9 +138,7 @@ def apply_lora(
             # peft's default: kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in));
             # drawn here on the CPU so the initial adapter does not depend on the device's RNG.
             bound = 1.0 / math.sqrt(a.shape[1])
-            init = torch.empty(a.shape, dtype=torch.float32).uniform_(
-                -bound, bound, generator=generator
-            )
+            init = torch.empty(a.shape, dtype=torch.float32).uniform_(-bound, bound, generator=generator)
             with torch.no_grad():
                 a.copy_(init)
                 b.zero_()
@@ -167,9 +156,7 @@ def adapter_state(model: LoraModel) -> dict[str, torch.Tensor]:
     return {k: state[k].detach().to("cpu", torch.float32).contiguous() for k in sorted(state)}
 
 
-def load_adapter(
-    model: torch.nn.Module, adapter_dir: Path, *, compute_dtype: torch.dtype
-) -> LoraModel:
+def load_adapter(model: torch.nn.Module, adapter_dir: Path, *, compute_dtype: torch.dtype) -> LoraModel:
     """Load a saved adapter onto `model` the way users do (PeftModel.from_pretrained), set up as in
     training, and refuse one whose tensors do not all land on the model unchanged."""
     from peft import PeftModel
@@ -195,9 +182,7 @@ def load_adapter(
     saved = load_file(str(adapter_dir / "adapter_model.safetensors"))
     state = adapter_state(loaded)
     stray = sorted(set(saved) ^ set(state))
-    changed = sorted(
-        k for k in set(saved) & set(state) if not torch.equal(saved[k].float(), state[k])
-    )
+    changed = sorted(k for k in set(saved) & set(state) if not torch.equal(saved[k].float(), state[k]))
     if stray or changed:
         raise RecipeInputError(
             f"the adapter in {adapter_dir} does not fit the base model: "

@@ -53,7 +53,7 @@ def check_quantization(lora: dict[str, Any], device: torch.device) -> None:
     if missing:
         raise RecipeInputError(
             "4-bit needs a CUDA GPU and bitsandbytes: " + "; ".join(missing),
-            'run on a CUDA GPU with bitsandbytes in requirements.in (then `bundler lock`), '
+            "run on a CUDA GPU with bitsandbytes in requirements.in (then `bundler lock`), "
             'or set lora.quantization = "none"',
             kind="config",
         )

@@ -48,11 +48,7 @@ def sha256_file(path: Path) -> str:
 
 def load_recipe(root: Path) -> Recipe:
     """Load config.toml, model.json, dataset.json and splits.json from the recipe directory."""
-    missing = [
-        n
-        for n in ("config.toml", "model.json", "dataset.json", "splits.json")
-        if not (root / n).is_file()
-    ]
+    missing = [n for n in ("config.toml", "model.json", "dataset.json", "splits.json") if not (root / n).is_file()]
     if missing:
         raise RecipeInputError(
             f"recipe {root} lacks {', '.join(missing)}",
@@ -61,8 +57,7 @@ def load_recipe(root: Path) -> Recipe:
     try:
         config = tomllib.loads((root / "config.toml").read_text(encoding="utf-8"))
         manifests = [
-            json.loads((root / n).read_text(encoding="utf-8"))
-            for n in ("model.json", "dataset.json", "splits.json")
+            json.loads((root / n).read_text(encoding="utf-8")) for n in ("model.json", "dataset.json", "splits.json")
         ]
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise RecipeInputError(
@@ -86,7 +81,6 @@ def verify_files(kind: str, base: Path, expected: dict[str, str]) -> None:
     if problems:
         raise RecipeInputError(
             f"{kind} files under {base} do not match the recipe: " + "; ".join(problems),
-            f"mount the exact {kind} snapshot the bundle recorded ({kind}.json); "
-            "a changed file means a different run",
+            f"mount the exact {kind} snapshot the bundle recorded ({kind}.json); a changed file means a different run",
             kind="hash",
         )

@@ -79,11 +79,7 @@ def reference_rows(
     split = reference_split(splits)
     records = splits.get(split, []) if split else []
     label_field = data.get("label_field")
-    candidates = (
-        sorted({str(r[label_field]) for part in splits.values() for r in part})
-        if label_field
-        else None
-    )
+    candidates = sorted({str(r[label_field]) for part in splits.values() for r in part}) if label_field else None
     limit = int(getattr(model.base.config, "max_position_embeddings", None) or max_len + MAX_NEW_TOKENS)
     header = {
         "kind": "header",
@@ -115,7 +111,12 @@ def reference_rows(
     if candidates:
         for line, record in zip(examples, records, strict=True):
             nll_c = candidate_nll(
-                model, record, candidates, data=data, tokenizer=tokenizer, max_len=max_len,
+                model,
+                record,
+                candidates,
+                data=data,
+                tokenizer=tokenizer,
+                max_len=max_len,
                 pad_id=tokenizer.pad_token_id,
             )
             line["label"] = str(record[label_field])
@@ -124,33 +125,25 @@ def reference_rows(
     probes = []
     for index, record in enumerate(records[:PROBES]):
         prompt_ids = tokenizer.encode(render_prompt(record, data), bos=True)
-        continuation = greedy_continuation(
-            model, prompt_ids, MAX_NEW_TOKENS, tokenizer.eos_token_id, limit
-        )
+        continuation = greedy_continuation(model, prompt_ids, MAX_NEW_TOKENS, tokenizer.eos_token_id, limit)
         probes.append(
             {
                 "kind": "probe",
                 "id": example_id(record, id_field),
                 "index": index,
                 "prompt_tokens": len(prompt_ids),
-                "text": tokenizer.decode(
-                    [t for t in continuation["tokens"] if t != tokenizer.eos_token_id]
-                ),
+                "text": tokenizer.decode([t for t in continuation["tokens"] if t != tokenizer.eos_token_id]),
                 **continuation,
             }
         )
     summary: dict[str, Any] = {
         "kind": "summary",
         "mean_loglik_per_token": (
-            sum(e["loglik"] for e in examples) / max(1, sum(e["tokens"] for e in examples))
-            if examples
-            else None
+            sum(e["loglik"] for e in examples) / max(1, sum(e["tokens"] for e in examples)) if examples else None
         ),
     }
     if candidates and examples:
-        summary.update(
-            classification_metrics([e["label"] for e in examples], [e["predicted"] for e in examples])
-        )
+        summary.update(classification_metrics([e["label"] for e in examples], [e["predicted"] for e in examples]))
     return [header, *sorted(examples, key=lambda e: e["id"]), *probes, summary]
 
 
@@ -171,7 +164,12 @@ def write_reference(
 
     started = time.perf_counter()
     rows = reference_rows(
-        model, splits, data=data, id_field=id_field, tokenizer=tokenizer, max_len=max_len,
+        model,
+        splits,
+        data=data,
+        id_field=id_field,
+        tokenizer=tokenizer,
+        max_len=max_len,
         batch_size=batch_size,
     )
     blob = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows).encode()

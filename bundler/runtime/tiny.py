@@ -43,9 +43,7 @@ def make_tiny_model(out: Path, tiny: dict[str, Any]) -> list[str]:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    (tmp / "config.json").write_text(
-        json.dumps(config.to_dict(), sort_keys=True, indent=2) + "\n", encoding="utf-8"
-    )
+    (tmp / "config.json").write_text(json.dumps(config.to_dict(), sort_keys=True, indent=2) + "\n", encoding="utf-8")
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

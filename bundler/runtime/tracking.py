@@ -135,9 +135,7 @@ class MlflowTracker(_Guarded):
         # The client, not mlflow's fluent API: no process-wide active run, no global tracking URI.
         self.client = MlflowClient(tracking_uri=uri)
         experiment = self.client.get_experiment_by_name(project)
-        experiment_id = (
-            experiment.experiment_id if experiment else self.client.create_experiment(project)
-        )
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(project)
         self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
         # MLflow caps a param value at 6000 characters; config values are far shorter.
         params_list = [Param(k, v[:6000]) for k, v in params.items()]
@@ -209,7 +207,7 @@ def _local_uri(uri: str) -> str:
 def _missing_library(backend: str) -> RecipeInputError:
     return RecipeInputError(
         f"tracking.backend = {backend!r} but {backend} is not installed in the run's environment",
-        f"add {backend} to requirements.in and run `bundler lock`, or set tracking.backend = \"none\"",
+        f'add {backend} to requirements.in and run `bundler lock`, or set tracking.backend = "none"',
         kind="config",
     )
 
@@ -267,7 +265,6 @@ def _started(backend: str, make: Any) -> Tracker:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RecipeInputError(
             f"{backend} tracking could not start: {first[:300]}",
-            "check [tracking] tracking_uri and the tracker's environment variables, "
-            'or set tracking.backend = "none"',
+            'check [tracking] tracking_uri and the tracker\'s environment variables, or set tracking.backend = "none"',
             kind="config",
         ) from None

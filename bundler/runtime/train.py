@@ -86,9 +86,7 @@ def train_step(
 
     The loss is averaged over every labelled token of all micro-batches.
     """
-    normalizer = float(
-        sum(int((labels[:, 1:] != IGNORE_INDEX).sum()) for _, labels in micro_batches)
-    )
+    normalizer = float(sum(int((labels[:, 1:] != IGNORE_INDEX).sum()) for _, labels in micro_batches))
     micro_batches = distributed.rank_slice(micro_batches)  # global normalizer, this rank's rows
     lr = optimizer.param_groups[0]["lr"]
     total = torch.zeros((), dtype=torch.float32, device=model.device)
@@ -150,9 +148,7 @@ def save_adapter(model: LoraModel, out: Path, recipe: Recipe) -> tuple[str, str]
     write_atomic(adapter / "adapter_model.safetensors", blob)
     config = model.peft_model.peft_config["default"].to_dict()
     # Record the Hub ID, never the local mount path (which differs per machine).
-    config.update(
-        base_model_name_or_path=recipe.model.get("id"), revision=recipe.model.get("revision")
-    )
+    config.update(base_model_name_or_path=recipe.model.get("id"), revision=recipe.model.get("revision"))
     text = json.dumps(
         config,
         sort_keys=True,
@@ -182,24 +178,19 @@ def run_training(
     seed = int(train.get("seed", recipe.config.get("project", {}).get("seed", 0)))
     distributed.start_world(train, device, seed)
     out = distributed.rank_output_dir(out)
-    determinism = configure_determinism(
-        seed, deterministic=bool(train.get("deterministic", True)), device=device
-    )
+    determinism = configure_determinism(seed, deterministic=bool(train.get("deterministic", True)), device=device)
     check_quantization(lora, device)
     tracker = start_tracker(recipe.config)
 
     splits = load_splits(data_dir, recipe.dataset, recipe.splits)
     check_fields(splits, data)
     if not splits.get("train"):
-        raise RecipeInputError(
-            "the train split is empty", "check [split] ratios and the dataset", kind="data"
-        )
+        raise RecipeInputError("the train split is empty", "check [split] ratios and the dataset", kind="data")
     tokenizer = load_tokenizer(model_dir)
     max_len = int(train.get("max_seq_len", 128))
     response_only = bool(train.get("loss_on_response_only", True))
     encoded = {
-        name: [encode(r, data, tokenizer, max_len, response_only) for r in records]
-        for name, records in splits.items()
+        name: [encode(r, data, tokenizer, max_len, response_only) for r in records] for name, records in splits.items()
     }
 
     dtype = resolve_precision(train.get("precision", "auto"), device)
@@ -230,9 +221,7 @@ def run_training(
         model.peft_model.train()
         for step in range(1, steps + 1):
             t0 = time.perf_counter()
-            last = train_step(
-                model, next(batches), optimizer, scheduler, float(train.get("max_grad_norm", 1.0))
-            )
+            last = train_step(model, next(batches), optimizer, scheduler, float(train.get("max_grad_norm", 1.0)))
             tokens_total += last.tokens
             line = {
                 "step": step,
@@ -249,16 +238,11 @@ def run_training(
                 on_step(line)
             if step % eval_every == 0 or step == steps:
                 model.peft_model.eval()
-                val_loss = eval_loss(
-                    model, encoded.get("val", []), batch_size, tokenizer.pad_token_id
-                )
+                val_loss = eval_loss(model, encoded.get("val", []), batch_size, tokenizer.pad_token_id)
                 model.peft_model.train()
                 if val_loss is not None:
                     metrics.write(
-                        json.dumps(
-                            {"step": step, "split": "val", "eval_loss": val_loss}, sort_keys=True
-                        )
-                        + "\n"
+                        json.dumps({"step": step, "split": "val", "eval_loss": val_loss}, sort_keys=True) + "\n"
                     )
                     emit({"event": "eval", "step": step, "split": "val", "eval_loss": val_loss})
                     tracker.log({"step": step, "split": "val", "eval_loss": val_loss})
@@ -312,9 +296,7 @@ def run_training(
         **distributed.results_fields(),
     }
     write_atomic(out / "results.json", canonical(results).encode())
-    write_atomic(
-        out / "env.json", canonical(capture_environment(runner, image_digest, determinism)).encode()
-    )
+    write_atomic(out / "env.json", canonical(capture_environment(runner, image_digest, determinism)).encode())
     tracker.finish(results)
     emit({"event": "done", "adapter_sha256": adapter_sha})
     return results
