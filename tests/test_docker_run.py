@@ -237,3 +237,37 @@ def test_base_image_digest_the_registry_lost_is_bad_input_pointing_to_vendor(
     assert "sha256:" + "0" * 64 in done.stderr and "is not available" in done.stderr
     assert "--vendor" in done.stderr
     assert not docker_client.images.list(filters={"label": f"{LABEL_BUNDLE_ID}={bundle_id_of(gone)}"})
+
+
+@pytest.mark.slow
+def test_planted_secrets_reach_no_image_layer(
+    docker_client: Any, registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets = {
+        "HF_TOKEN": "hf_" + "Q7" * 17,
+        "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYplanted01",
+        "WANDB_API_KEY": "b4nd1er" * 6,
+    }
+    project = repinned_quickstart(tmp_path)
+    config = project / "bundle.toml"
+    config.write_text(config.read_text().replace("seed = 1234", "seed = 4321"))
+    git(project, "commit", "-q", "-am", "another seed, so another image is built")
+    built = run_cli("build", str(project), "--out", str(tmp_path / "bundle"), "--no-run", env=secrets)
+    assert built.returncode == 0, built.stderr
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    image, made = build_image(docker_client, tmp_path / "bundle", bundle_id_of(tmp_path / "bundle"))
+    assert made["image_build"] == "built"
+    try:
+        wanted = [value.encode() for value in secrets.values()]
+        control = b"seed = 4321"  # the recipe's config is in a layer: the scan does see layer contents
+        found: set[bytes] = set()
+        tail = b""
+        for chunk in docker_client.api.get_image(image.id):  # `docker save`: every layer, uncompressed
+            window = tail + chunk
+            found.update(needle for needle in [*wanted, control] if needle in window)
+            tail = window[-256:]
+        assert control in found
+        assert not found & set(wanted), "a planted secret reached an image layer"
+    finally:
+        docker_client.images.remove(image.id, force=True)
