@@ -26,7 +26,7 @@ def timed_lock(root: Path, resolver: str, resolver_cache: Path, lock_cache: Path
     project = root / "project"
     project.mkdir(exist_ok=True)
     (project / "requirements.in").write_text(QUICKSTART)
-    os.environ["BUNDLER_CACHE_DIR"] = str(lock_cache)
+    os.environ["BUNDLER_CACHE"] = str(lock_cache)
     os.environ["XDG_CACHE_HOME"] = str(resolver_cache)  # pip-tools and pip cache here
     os.environ["UV_CACHE_DIR"] = str(resolver_cache / "uv")
     os.environ["PIP_CACHE_DIR"] = str(resolver_cache / "pip")

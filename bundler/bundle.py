@@ -5,12 +5,14 @@ This module knows nothing of how a recipe is made; every reader of finished bund
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bundler import __version__
 from bundler.atomic import atomic_write_text, is_held
@@ -58,6 +60,15 @@ def parse_manifest(text: str, source: str) -> dict[str, str]:
             )
         hashes[match.group(2)] = match.group(1)
     return hashes
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A bundle's JSON record, or {} when it is absent or unreadable (readers must cope with older bundles)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def read_bag_info(bundle: Path) -> dict[str, str]:
@@ -145,12 +156,7 @@ def list_runs(bundle: Path) -> list[str]:
     runs = [p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
 
     def finished(run: Path) -> str:
-        import json
-
-        try:
-            return json.loads((run / "run.json").read_text()).get("finished", "")
-        except (OSError, ValueError):
-            return ""
+        return str(read_json_object(run / "run.json").get("finished", ""))
 
     return [p.name for p in sorted(runs, key=lambda r: (finished(r), r.name))]
 

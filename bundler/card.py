@@ -16,6 +16,7 @@ from typing import Any
 
 import tomllib
 
+from bundler.bundle import read_json_object
 from bundler.errors import CardMetadataError, InputError, SecretError
 
 TEMPLATE = "modelcard.md.j2"
@@ -183,7 +184,7 @@ def provenance_rows(bundle_dir: Path, run_id: str) -> list[tuple[str, str]]:
     envelope = f"provenance/{run_id}.intoto.dsse.json"
     if not (bundle_dir / envelope).is_file():
         return []
-    keyid = _json(bundle_dir / "provenance" / "signer.json").get("keyid")
+    keyid = read_json_object(bundle_dir / "provenance" / "signer.json").get("keyid")
     link = f"[bundle/{envelope}](bundle/{envelope})"
     return [
         ("Signed provenance", _cell(f"{link} (in-toto SLSA v1 statement, DSSE ed25519)")),
@@ -303,16 +304,16 @@ class BundleFacts:
         return cls(
             bundle_id=_bag_info(bundle_dir).get("Bundle-Id"),
             config=_toml(recipe / "config.toml"),
-            model=_json(recipe / "model.json"),
-            dataset=_json(recipe / "dataset.json"),
-            splits=_json(recipe / "splits.json"),
-            source=_json(recipe / "source.json"),
-            image=_json(recipe / "image.lock.json"),
+            model=read_json_object(recipe / "model.json"),
+            dataset=read_json_object(recipe / "dataset.json"),
+            splits=read_json_object(recipe / "splits.json"),
+            source=read_json_object(recipe / "source.json"),
+            image=read_json_object(recipe / "image.lock.json"),
             lock_sha256=sha256_file(lock) if lock.is_file() else None,
-            results=_json(run_dir / "results.json"),
+            results=read_json_object(run_dir / "results.json"),
             metrics=_jsonl(run_dir / "metrics.jsonl"),
-            env=_json(run_dir / "env.json"),
-            run=_json(run_dir / "run.json"),
+            env=read_json_object(run_dir / "env.json"),
+            run=read_json_object(run_dir / "run.json"),
             adapter_file_sha256=sha256_file(adapter) if adapter.is_file() else None,
         )
 
@@ -533,14 +534,6 @@ def _bag_info(bundle_dir: Path) -> dict[str, str]:
     from bundler.bundle import read_bag_info
 
     return read_bag_info(bundle_dir)
-
-
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:

@@ -19,7 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bundler.bundle import MANIFEST, RECIPE, RUNS, bundle_id_of, open_bundle, parse_manifest, resolve_run
+from bundler.bundle import (
+    MANIFEST,
+    RECIPE,
+    RUNS,
+    bundle_id_of,
+    open_bundle,
+    parse_manifest,
+    read_json_object,
+    resolve_run,
+)
 from bundler.errors import (
     AdapterConfigError,
     AdapterMismatchError,
@@ -387,13 +396,13 @@ def check_run(
             ReferenceOutputs.parse(check_text, "the check"),
             tolerances,
         )
-        timings = _json(out / "check.json")
-        check_env = _json(out / "env.json")
+        timings = read_json_object(out / "check.json")
+        check_env = read_json_object(out / "env.json")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     from bundler.hashing import sha256_bytes
 
-    results, run_record, run_env = (_json(run_dir / n) for n in ("results.json", "run.json", "env.json"))
+    results, run_record, run_env = (read_json_object(run_dir / n) for n in ("results.json", "run.json", "env.json"))
     seconds = round(time.perf_counter() - started, 3)
     return {
         "schema": CHECK_SCHEMA,
@@ -437,14 +446,6 @@ def _library_changes(reference: Mapping[str, Any], check: Mapping[str, Any]) -> 
 
 def _ratio(a: float, b: object) -> float | None:
     return round(a / b, 3) if isinstance(b, (int, float)) and b > 0 else None
-
-
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def report_lines(report: Mapping[str, Any]) -> list[str]:

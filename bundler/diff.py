@@ -15,7 +15,7 @@ from typing import Any
 
 import tomllib
 
-from bundler.bundle import RECIPE, RUNS, bundle_id_of, list_runs, open_bundle
+from bundler.bundle import RECIPE, RUNS, bundle_id_of, list_runs, open_bundle, read_json_object
 
 DIFF_SCHEMA = "bundler.diff/1"
 SPLITS = ("train", "val", "test")
@@ -38,13 +38,6 @@ def changed_values(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[
         for key in sorted(set(old) | set(new))
         if old.get(key) != new.get(key)
     ]
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 def _config(recipe: Path) -> dict[str, Any]:
@@ -79,7 +72,7 @@ def _code_files(recipe: Path) -> dict[str, str]:
 
 def _split_of(recipe: Path) -> dict[str, str]:
     """{example id: split name} from splits.json."""
-    manifest = _read_json(recipe / "splits.json")
+    manifest = read_json_object(recipe / "splits.json")
     return {example: name for name, split in (manifest.get("splits") or {}).items() for example in split.get("ids", [])}
 
 
@@ -89,9 +82,9 @@ def _latest_run(bundle: Path) -> tuple[str | None, dict[str, Any], dict[str, Any
         return None, {}, {}
     run_dir = bundle / RUNS / runs[-1]
     # The "why" texts explain determinism settings; they change with bundler's wording, not with the run.
-    env = {k: v for k, v in flatten(_read_json(run_dir / "env.json")).items() if not k.endswith(".why")}
+    env = {k: v for k, v in flatten(read_json_object(run_dir / "env.json")).items() if not k.endswith(".why")}
     env.pop("schema", None)
-    results = flatten(_read_json(run_dir / "results.json"))
+    results = flatten(read_json_object(run_dir / "results.json"))
     results.pop("schema", None)
     return runs[-1], env, results
 
@@ -118,7 +111,7 @@ def _diff_splits(old: Mapping[str, str], new: Mapping[str, str]) -> dict[str, An
 
 
 def _diff_code(a: Path, b: Path) -> dict[str, Any]:
-    old, new = _read_json(a / "source.json"), _read_json(b / "source.json")
+    old, new = read_json_object(a / "source.json"), read_json_object(b / "source.json")
     old_files, new_files = _code_files(a), _code_files(b)
     patch = [(p / "code.patch").read_bytes() if (p / "code.patch").is_file() else b"" for p in (a, b)]
     return {
@@ -135,7 +128,7 @@ def _diff_code(a: Path, b: Path) -> dict[str, Any]:
 
 
 def _image(recipe: Path) -> dict[str, Any]:
-    record = _read_json(recipe / "image.lock.json")
+    record = read_json_object(recipe / "image.lock.json")
     return {k: record.get(k) for k in ("name", "reference", "digest")}
 
 

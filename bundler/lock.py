@@ -127,7 +127,8 @@ def runtime_requirements() -> list[str]:
     return list(RUNTIME_REQUIREMENTS)
 
 
-def _canonical(name: str) -> str:
+def canonical_name(name: str) -> str:
+    """PEP 503 normalised distribution name."""
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
@@ -135,7 +136,7 @@ def _requirement_name(line: str) -> str | None:
     match = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
     if line.lstrip().startswith("-") or not match:
         return None
-    return _canonical(match.group(1))
+    return canonical_name(match.group(1))
 
 
 def effective_input(requirements: Path) -> tuple[str, tuple[str, ...]]:
@@ -222,7 +223,7 @@ def parse_lock_text(text: str, where: Path | str = "requirements.lock") -> list[
                 f"{where}: not a pinned requirement: {spec!r}",
                 "the lock must come from `bundler lock`; run it again",
             )
-        pins.append(LockedRequirement(_canonical(match.group(1)), match.group(3), hashes, marker))
+        pins.append(LockedRequirement(canonical_name(match.group(1)), match.group(3), hashes, marker))
     return sorted(pins, key=lambda p: p.name)
 
 
@@ -499,11 +500,10 @@ def _header(
 
 
 def cache_dir() -> Path:
-    base = (
-        os.environ.get("BUNDLER_CACHE_DIR")
-        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bundler"
-    )
-    return Path(base) / "locks"
+    """Lock results, under the one bundler cache (BUNDLER_CACHE) the venvs and models use too."""
+    from bundler.runners import cache_dir as bundler_cache
+
+    return bundler_cache() / "locks"
 
 
 def _target(env: EnvironmentConfig) -> tuple[str, str, str]:

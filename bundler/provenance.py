@@ -66,6 +66,7 @@ from bundler.bundle import (
     bundle_id_of,
     list_runs,
     open_bundle,
+    read_json_object,
 )
 from bundler.hashing import canonical_json, manifest_lines, sha256_bytes
 
@@ -143,8 +144,8 @@ def build_statement(bundle: Path, run_id: str, payload: Mapping[str, str], run_m
     recipe = bundle / RECIPE
     run_prefix = f"{RUNS}/{run_id}/"
     config = _toml(recipe / "config.toml")
-    run_record = _json(bundle / run_prefix / "run.json")
-    env = _json(bundle / run_prefix / "env.json")
+    run_record = read_json_object(bundle / run_prefix / "run.json")
+    env = read_json_object(bundle / run_prefix / "env.json")
     subjects = [
         {"name": p, "digest": {"sha256": s}}
         for p, s in sorted(payload.items())
@@ -201,7 +202,7 @@ def resolved_dependencies(bundle: Path, payload: Mapping[str, str]) -> list[dict
     ):
         if f"{RECIPE}/{name}" in payload:
             deps.append(_file(payload, f"{RECIPE}/{name}", role=role))
-    image = _json(recipe / "image.lock.json")
+    image = read_json_object(recipe / "image.lock.json")
     if image.get("reference"):
         entry: dict[str, Any] = {
             "name": image["reference"],
@@ -217,7 +218,7 @@ def resolved_dependencies(bundle: Path, payload: Mapping[str, str]) -> list[dict
         if digest.startswith("sha256:"):
             entry["digest"] = {"sha256": digest.removeprefix("sha256:")}
         deps.append(entry)
-    source = _json(recipe / "source.json")
+    source = read_json_object(recipe / "source.json")
     if source.get("commit"):
         code: dict[str, Any] = {
             "name": "code",
@@ -232,9 +233,9 @@ def resolved_dependencies(bundle: Path, payload: Mapping[str, str]) -> list[dict
     if f"{RECIPE}/code.tar" in payload:
         deps.append(_file(payload, f"{RECIPE}/code.tar", role="code archive"))
     if f"{RECIPE}/splits.json" in payload:
-        roots = {n: s.get("root") for n, s in (_json(recipe / "splits.json").get("splits") or {}).items()}
+        roots = {n: s.get("root") for n, s in (read_json_object(recipe / "splits.json").get("splits") or {}).items()}
         deps.append(_file(payload, f"{RECIPE}/splits.json", role="split manifest", roots=roots))
-    model = _json(recipe / "model.json")
+    model = read_json_object(recipe / "model.json")
     if f"{RECIPE}/model.json" in payload:
         deps.append(
             _file(
@@ -254,7 +255,7 @@ def resolved_dependencies(bundle: Path, payload: Mapping[str, str]) -> list[dict
                 "annotations": {"role": "base model file", "model": model.get("id"), "revision": model.get("revision")},
             }
         )
-    dataset = _json(recipe / "dataset.json")
+    dataset = read_json_object(recipe / "dataset.json")
     if f"{RECIPE}/dataset.json" in payload:
         deps.append(_file(payload, f"{RECIPE}/dataset.json", role="dataset"))
     for rel, sha in sorted((dataset.get("files") or {}).items()):
@@ -309,14 +310,6 @@ def _file(payload: Mapping[str, str], rel: str, **annotations: Any) -> dict[str,
     if annotations:
         entry["annotations"] = {k: v for k, v in annotations.items() if v is not None}
     return entry
-
-
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
 
 
 def _toml(path: Path) -> dict[str, Any]:
@@ -470,7 +463,7 @@ def build_crate(bundle: Path) -> dict[str, Any]:
     }
     inputs = [file(f"{RECIPE}/{n}") for n in RECIPE_INPUTS if f"{RECIPE}/{n}" in payload]
     inputs += [file(p) for p in sorted(payload) if p.startswith(VENDOR + "/")]
-    image = _json(recipe / "image.lock.json")
+    image = read_json_object(recipe / "image.lock.json")
     actions = []
     for run_id in list_runs(bundle):
         actions.append(_run_action(bundle, run_id, payload, file, entities, image, inputs, instrument_id))
@@ -514,8 +507,8 @@ def _run_action(
     instrument_id: str,
 ) -> dict[str, Any]:
     prefix = f"{RUNS}/{run_id}/"
-    run_record = _json(bundle / prefix / "run.json")
-    env = _json(bundle / prefix / "env.json")
+    run_record = read_json_object(bundle / prefix / "run.json")
+    env = read_json_object(bundle / prefix / "env.json")
     results = [file(p) for p in sorted(payload) if p.startswith(prefix + "adapter/")]
     results += [file(prefix + n) for n in ("results.json", "metrics.jsonl") if prefix + n in payload]
     environment = []

@@ -53,12 +53,12 @@ def built(docker_client: Any, registry: str, tmp_path_factory: pytest.TempPathFa
 
     root = tmp_path_factory.mktemp("image")
     wheels = make_runtime_wheels(root / "wheels")
-    saved = {k: os.environ.get(k) for k in ("PIP_CONFIG_FILE", "PIP_NO_INDEX", "PIP_FIND_LINKS", "BUNDLER_CACHE_DIR")}
+    saved = {k: os.environ.get(k) for k in ("PIP_CONFIG_FILE", "PIP_NO_INDEX", "PIP_FIND_LINKS", "BUNDLER_CACHE")}
     os.environ.update(
         PIP_CONFIG_FILE=os.devnull,
         PIP_NO_INDEX="1",
         PIP_FIND_LINKS=str(wheels),
-        BUNDLER_CACHE_DIR=str(root / "cache"),
+        BUNDLER_CACHE=str(root / "cache"),
     )
     try:
         project = root / "project"

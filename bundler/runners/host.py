@@ -9,11 +9,8 @@ from pathlib import Path
 
 from bundler.bundle import RECIPE
 from bundler.errors import InputError
+from bundler.lock import canonical_name
 from bundler.runners import RunRequest, discard, finish_run, runtime_env, staging_dir, stream_runtime
-
-
-def _canonical(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
 
 
 def lock_drift(lock_text: str) -> list[dict[str, str | None]]:
@@ -22,14 +19,14 @@ def lock_drift(lock_text: str) -> list[dict[str, str | None]]:
     # First on sys.path wins, as for import: a venv made with --system-site-packages lists both copies.
     for dist in metadata.distributions():
         if dist.metadata["Name"]:
-            installed.setdefault(_canonical(dist.metadata["Name"]), dist.version)
+            installed.setdefault(canonical_name(dist.metadata["Name"]), dist.version)
     drift = []
     for raw in lock_text.splitlines():
         line = raw.split("#", 1)[0].strip().rstrip("\\").strip()
         if "==" not in line or line.startswith("-"):
             continue
         name, _, version = line.partition("==")
-        name = _canonical(name.split("[")[0].strip())
+        name = canonical_name(name.split("[")[0].strip())
         version = version.split(";")[0].split()[0].strip()
         have = installed.get(name)
         if have != version:
