@@ -12,8 +12,8 @@ import pytest
 
 from bundler.bundle import bag as fmt
 from bundler.bundle.verify import verify_bundle
-from bundler.publish.card import NOT_RECORDED, render_card, write_card
 from bundler.errors import CardMetadataError
+from bundler.publish.card import NOT_RECORDED, render_card, write_card
 
 CONFIG = """\
 [project]

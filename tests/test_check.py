@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from bundler.bundle.verify import verify_bundle
 from bundler.audit.check import (
     DIVERGED,
     EQUIVALENT,
@@ -24,6 +23,7 @@ from bundler.audit.check import (
     compare_reference,
 )
 from bundler.bundle.hashing import hash_tree, sha256_file
+from bundler.bundle.verify import verify_bundle
 from tests.conftest import QUICKSTART, make_git_project, run_cli
 from tests.fixtures.hub_server import HubServer
 

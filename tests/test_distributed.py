@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler.audit.replay import fingerprint, fingerprint_differences
+from bundler.audit.runcompare import fingerprint, fingerprint_differences
 from bundler.runners.launch import RunRequest, runtime_env
 from tests.test_replay import compare, env_record, make_bundle, record
 from tests.test_runtime import make_recipe, run_runtime
@@ -248,8 +248,7 @@ def test_quickstart_with_two_processes_builds_in_the_venv_and_replays_identical(
 def test_docker_and_venv_runners_give_the_same_two_process_adapter(
     docker_client: object, registry: str, tmp_path: Path
 ) -> None:
-    from bundler.runners.execute import locate_inputs
-    from bundler.runners.execute import execute
+    from bundler.runners.execute import execute, locate_inputs
     from tests.test_docker_run import built_bundle
 
     bundle = built_bundle(tmp_path)

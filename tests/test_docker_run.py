@@ -23,10 +23,9 @@ from bundler.bundle.bag import RUNS, bundle_id_of, list_runs
 from bundler.recipe.config import load_config
 from bundler.recipe.dockerfile import LABEL_BUNDLE_ID
 from bundler.recipe.images import write_image_lock
-from bundler.runners.execute import locate_inputs, run_bundle
-from bundler.runners.launch import RunRequest
-from bundler.runners.execute import choose_runner
 from bundler.runners.docker import build_image, container_process, image_tag, run_kwargs
+from bundler.runners.execute import choose_runner, locate_inputs, run_bundle
+from bundler.runners.launch import RunRequest
 from tests.conftest import QUICKSTART, git, make_git_project, run_cli
 
 pytestmark = pytest.mark.docker

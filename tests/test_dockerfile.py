@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from bundler.errors import WheelHashMismatchError
 from bundler.recipe.config import EnvironmentConfig
 from bundler.recipe.dockerfile import render_dockerfile
-from bundler.errors import WheelHashMismatchError
 from bundler.recipe.lock import write_lock
 from bundler.recipe.wheelhouse import download_wheelhouse, verify_wheelhouse
 

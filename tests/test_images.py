@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bundler.recipe.config import EnvironmentConfig
 from bundler.errors import InputError, UnknownImageError
+from bundler.recipe.config import EnvironmentConfig
 from bundler.recipe.images import (
     find_image,
     image_lock_record,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bundler.bundle import bag as fmt
+from bundler.bundle.hashing import sha256_bytes
 from bundler.bundle.verify import verify_bundle
-from bundler.publish import push as publish
 from bundler.errors import (
     CardMetadataError,
     HubAuthError,
@@ -20,7 +20,7 @@ from bundler.errors import (
     InvalidRepoIdError,
     MissingAdapterError,
 )
-from bundler.bundle.hashing import sha256_bytes
+from bundler.publish import push as publish
 from bundler.publish.push import push_run
 from tests.conftest import run_cli
 from tests.fixtures.hub_server import HubServer

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from bundler.recipe.dockerfile import render_dockerfile
 from bundler.errors import (
     DriverTooOldError,
     EngineUnavailableError,
@@ -16,7 +15,7 @@ from bundler.errors import (
     OutputNotWritableError,
     TrainingError,
 )
-from bundler.runners.launch import LineSplitter, RunRequest, RuntimeLog, staging_dir
+from bundler.recipe.dockerfile import render_dockerfile
 from bundler.runners.docker import (
     check_driver,
     check_gpu_runtime,
@@ -26,6 +25,7 @@ from bundler.runners.docker import (
     run_kwargs,
 )
 from bundler.runners.host import host_invocation
+from bundler.runners.launch import LineSplitter, RunRequest, RuntimeLog, staging_dir
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE_LOCK = json.loads((REPO / "examples" / "quickstart" / "image.lock.json").read_text())

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from bundler.recipe.config import BundleConfig, parse_config
 from bundler.errors import EXIT_INPUT, ConfigError, DatasetChangedError, DatasetError, SplitError
+from bundler.recipe.config import BundleConfig, parse_config
 from bundler.recipe.splits import (
     SCHEMA,
     build_manifest,

@@ -1,0 +1,307 @@
+"""The facts a model card states, read from the bundle alone, and the card's text helpers.
+
+A missing value reads "not recorded"; a value that could be a local path or a secret is withheld.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from bundler.bundle.bag import read_json_object
+from bundler.publish.cardmeta import LOCAL_PATH
+
+NOT_RECORDED = "not recorded"
+# Dataset sources recorded in these forms name a dataset on the Hub (and go into `datasets:`).
+_HUB_DATASET = re.compile(r"^(?:hf://datasets/|hub:|https://huggingface\.co/datasets/)([\w.-]+/[\w.-]+)")
+
+# (results.json eval key, split, metric type, metric name)
+EVAL_METRICS = [
+    ("val_loss", "validation", "loss", "Validation loss"),
+    ("test_loss", "test", "loss", "Test loss"),
+    ("accuracy", "test", "accuracy", "Accuracy"),
+    ("macro_f1", "test", "f1", "Macro F1"),
+]
+
+
+@dataclass
+class BundleFacts:
+    """The bundle and run files the card reads; each is {} (or []) when the bundle lacks it."""
+
+    bundle_id: str | None
+    config: dict[str, Any]
+    model: dict[str, Any]
+    dataset: dict[str, Any]
+    splits: dict[str, Any]
+    source: dict[str, Any]
+    image: dict[str, Any]
+    lock_sha256: str | None
+    results: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    env: dict[str, Any]
+    run: dict[str, Any]
+    adapter_file_sha256: str | None
+
+    @classmethod
+    def read(cls, bundle_dir: Path, run_dir: Path) -> BundleFacts:
+        from bundler.bundle.hashing import sha256_file
+
+        recipe = bundle_dir / "data" / "recipe"
+        lock = recipe / "requirements.lock"
+        adapter = run_dir / "adapter" / "adapter_model.safetensors"
+        return cls(
+            bundle_id=_bag_info(bundle_dir).get("Bundle-Id"),
+            config=_toml(recipe / "config.toml"),
+            model=read_json_object(recipe / "model.json"),
+            dataset=read_json_object(recipe / "dataset.json"),
+            splits=read_json_object(recipe / "splits.json"),
+            source=read_json_object(recipe / "source.json"),
+            image=read_json_object(recipe / "image.lock.json"),
+            lock_sha256=sha256_file(lock) if lock.is_file() else None,
+            results=read_json_object(run_dir / "results.json"),
+            metrics=_jsonl(run_dir / "metrics.jsonl"),
+            env=read_json_object(run_dir / "env.json"),
+            run=read_json_object(run_dir / "run.json"),
+            adapter_file_sha256=sha256_file(adapter) if adapter.is_file() else None,
+        )
+
+    def lineage(self, run_id: str) -> list[tuple[str, str]]:
+        commit = self.source.get("commit")
+        if commit and self.source.get("dirty"):
+            commit = f"{commit} (uncommitted changes were allowed and packaged as a patch)"
+        repo = self.source.get("repo")
+        public_repo = repo if isinstance(repo, str) and repo.startswith("https://") else None
+        adapter_sha = self.results.get("adapter_sha256") or self.adapter_file_sha256
+        dataset_files = self.dataset.get("files") or {}
+        rows = [
+            ("Bundle ID", code(self.bundle_id)),
+            ("Run ID", code(run_id)),
+            ("Code commit", code(commit)),
+            ("Code tree", code(self.source.get("tree"))),
+            (
+                "Code repository",
+                public(public_repo) if public_repo else NOT_RECORDED + " (not public)",
+            ),
+            ("requirements.lock sha256", code(self.lock_sha256)),
+            ("Base image", public(self.image.get("reference"))),
+            ("Base image digest", code(self.image.get("digest"))),
+            ("Base model", code(self.model.get("id"))),
+            ("Base model revision", code(self.model.get("revision"))),
+            ("Base model files", files_summary(self.model.get("files"))),
+            ("Dataset", public(hub_dataset(self.dataset) or self.dataset.get("format"))),
+            ("Dataset sha256", files_summary(dataset_files)),
+            (
+                "Split method",
+                public(_split_method(self.splits) or config_value(self.config, "split", "method")),
+            ),
+            ("Seeds", self.seeds()),
+            ("Adapter sha256 (adapter_model.safetensors)", code(adapter_sha)),
+            ("Adapter tensors sha256", code(self.results.get("adapter_tensor_sha256"))),
+            ("Training steps", public(self.results.get("steps"))),
+            ("Final train loss", number(self.results.get("final_train_loss"))),
+            ("Runner", public(self.run.get("runner") or self.env.get("runner"))),
+            ("Version drift allowed", public(self.run.get("allow_drift"))),
+        ]
+        return [(label, cell(value)) for label, value in rows]
+
+    def seeds(self) -> str:
+        seeds = {
+            "project": config_value(self.config, "project", "seed"),
+            "split": config_value(self.config, "split", "seed"),
+            "train": config_value(self.config, "train", "seed"),
+            "lora_init": config_value(self.config, "lora", "init_seed"),
+        }
+        if all(v is None for v in seeds.values()):
+            return NOT_RECORDED
+        return ", ".join(f"{k}={NOT_RECORDED if v is None else v}" for k, v in seeds.items())
+
+    def hyperparameters(self) -> list[tuple[str, str]]:
+        rows = []
+        for section in ("train", "lora"):
+            for key, value in sorted((self.config.get(section) or {}).items()):
+                rows.append(
+                    (
+                        f"{section}.{key}",
+                        cell(public(json.dumps(value) if not isinstance(value, str) else value)),
+                    )
+                )
+        return rows
+
+    def determinism(self) -> list[tuple[str, str, str]]:
+        settings = self.env.get("determinism") or {}
+        rows = []
+        for name in sorted(settings):
+            entry = settings[name] if isinstance(settings[name], dict) else {"value": settings[name]}
+            value = entry.get("value")
+            rows.append(
+                (
+                    cell(name),
+                    cell(public(json.dumps(value) if not isinstance(value, str) else value)),
+                    cell(public(entry.get("why"))),
+                )
+            )
+        return rows
+
+    def hardware(self) -> list[tuple[str, str]]:
+        from bundler.bundle.hashing import canonical_json, sha256_bytes
+
+        gpu = self.env.get("gpu")
+        cuda = self.env.get("cuda") or {}
+        cpu = self.env.get("cpu") or {}
+        if not self.env:
+            return [("Environment", NOT_RECORDED)]
+        if gpu:
+            gpu_text = (
+                f"{gpu.get('count', 1)} x {gpu.get('name')}, compute capability "
+                f"{gpu.get('compute_capability')}, {gpu.get('sm_count')} SMs, driver CUDA "
+                f"{gpu.get('driver_cuda_version') or NOT_RECORDED}"
+            )
+        else:
+            gpu_text = "none (CPU run)"
+        fingerprint = {
+            "gpu": {k: gpu.get(k) for k in ("name", "count", "sm_count", "compute_capability")} if gpu else None,
+            "cuda": {k: cuda.get(k) for k in ("runtime", "cudnn", "cublas")} if cuda else None,
+            "cpu": cpu.get("machine"),
+            "image_digest": self.env.get("image_digest"),
+        }
+        libraries = self.env.get("libraries") or {}
+        rows = [
+            (
+                "Hardware fingerprint",
+                code(sha256_bytes(canonical_json(fingerprint).encode())[:16]),
+            ),
+            ("GPU", public(gpu_text)),
+            (
+                "CUDA runtime / cuDNN / cuBLAS",
+                " / ".join(public(cuda.get(k)) for k in ("runtime", "cudnn", "cublas")) if cuda else "none",
+            ),
+            ("CPU", public(f"{cpu.get('name') or NOT_RECORDED} ({cpu.get('machine') or '?'})")),
+            ("Python", public(self.env.get("python"))),
+            ("Platform", public(self.env.get("platform"))),
+            ("Image digest at run time", code(self.env.get("image_digest"))),
+            (
+                "Libraries",
+                public(", ".join(f"{k} {v}" for k, v in sorted(libraries.items())) if libraries else None),
+            ),
+        ]
+        return [(label, cell(value)) for label, value in rows]
+
+    def splits_table(self) -> list[tuple[str, str, str]]:
+        splits = self.splits.get("splits") or {}
+        return [
+            (name, public(splits[name].get("count")), public(splits[name].get("root")))
+            for name in ("train", "val", "test")
+            if isinstance(splits.get(name), dict)
+        ]
+
+    def quantization(self) -> str:
+        quant = config_value(self.config, "lora", "quantization")
+        if quant is None:
+            return f"4-bit quantization: {NOT_RECORDED}."
+        if quant == "4bit":
+            return (
+                "4-bit quantization: **yes** (QLoRA: the base model was loaded in 4 bits with "
+                "bitsandbytes; load it the same way for matching results)."
+            )
+        return "4-bit quantization: **no** (the base model was loaded unquantized)."
+
+
+def hub_dataset(dataset: dict[str, Any]) -> str | None:
+    """The dataset's Hub ID when dataset.json says it came from the Hub, else None."""
+    for key in ("hub_id", "repo_id"):
+        if isinstance(dataset.get(key), str):
+            return dataset[key]
+    match = _HUB_DATASET.match(str(dataset.get("source") or ""))
+    return match.group(1) if match else None
+
+
+def _split_method(splits: dict[str, Any]) -> str | None:
+    """splits.json's method block as one line: name, seed, ratios, dedupe."""
+    method = splits.get("method")
+    if not isinstance(method, dict):
+        return method if isinstance(method, str) else None
+    ratios = method.get("ratios") or {}
+    parts = [str(method.get("name")), f"seed {method.get('seed')}"]
+    if ratios:
+        parts.append(" / ".join(f"{k} {ratios[k]:g}" for k in ("train", "val", "test") if k in ratios))
+    dedupe = splits.get("dedupe")
+    if isinstance(dedupe, dict) and dedupe.get("mode"):
+        parts.append(f"dedupe {dedupe['mode']}")
+    return ", ".join(parts)
+
+
+def public(value: object) -> str:
+    """The value as card text; a local path or a secret never gets through."""
+    from bundler.bundle.scrub import find_secret
+
+    if value is None or value == "":
+        return NOT_RECORDED
+    text = str(value)
+    if find_secret(text):
+        return "(withheld: looks like a secret)"
+    if LOCAL_PATH.search(text):
+        return "(withheld: local path)"
+    return text
+
+
+def code(value: object) -> str:
+    text = public(value)
+    return text if text == NOT_RECORDED or text.startswith("(withheld") else f"`{text}`"
+
+
+def number(value: object) -> str:
+    return f"{value:.6g}" if isinstance(value, (int, float)) else NOT_RECORDED
+
+
+def cell(text: str) -> str:
+    """Escape a value for a Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def files_summary(files: object) -> str:
+    if not isinstance(files, dict) or not files:
+        return NOT_RECORDED
+    if len(files) == 1:
+        ((name, sha),) = files.items()
+        return f"`{sha}` ({public(name)})"
+    listing = "; ".join(f"{public(name)} `{sha[:16]}`" for name, sha in sorted(files.items()))
+    return f"{len(files)} files: {listing}"
+
+
+def config_value(config: dict[str, Any], section: str, key: str) -> Any:
+    value = config.get(section)
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def _bag_info(bundle_dir: Path) -> dict[str, str]:
+    from bundler.bundle.bag import read_bag_info
+
+    return read_bag_info(bundle_dir)
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
