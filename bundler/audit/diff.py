@@ -13,9 +13,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from bundler.bundle.bag import RECIPE, RUNS, bundle_id_of, list_runs, open_bundle, read_json_object
+from bundler.records import RecipeView
 
 DIFF_SCHEMA = "bundler.diff/1"
 SPLITS = ("train", "val", "test")
@@ -41,10 +40,7 @@ def changed_values(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[
 
 
 def _config(recipe: Path) -> dict[str, Any]:
-    try:
-        return flatten(tomllib.loads((recipe / "config.toml").read_text(encoding="utf-8")))
-    except (OSError, tomllib.TOMLDecodeError):
-        return {}
+    return flatten(RecipeView.at(recipe).config)
 
 
 def _locked_versions(recipe: Path) -> dict[str, str]:

@@ -15,8 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from bundler.audit.runcompare import (
     Tolerance,
     compare_adapters,
@@ -26,7 +24,6 @@ from bundler.audit.runcompare import (
     fingerprint_differences,
 )
 from bundler.bundle.bag import (
-    RECIPE,
     RUN_ANNOTATIONS,
     RUNS,
     bundle_id_of,
@@ -38,7 +35,7 @@ from bundler.bundle.bag import (
 from bundler.bundle.hashing import hash_tree
 from bundler.bundle.verify import require_verified
 from bundler.errors import InputError, VerifyFailed
-from bundler.records import RunView, read_run, read_run_json
+from bundler.records import RecipeView, RunView, read_run, read_run_json
 
 __all__ = ["SCHEMA", "Tolerance", "compare_runs", "pick_recorded_run", "read_run", "replay_bundle"]
 
@@ -51,17 +48,13 @@ def pick_recorded_run(bundle: Path, run_id: str | None) -> str:
     if run_id is not None:
         return resolve_run(bundle, run_id)
     resolve_run(bundle, None)  # raises when there is no run at all
-    full = [
-        r for r in list_runs(bundle) if not read_run_json(bundle / RUNS / r / "run.json").get("max_steps_override")
-    ]
+    full = [r for r in list_runs(bundle) if not read_run_json(bundle / RUNS / r / "run.json").get("max_steps_override")]
     return full[-1] if full else resolve_run(bundle, None)
 
 
 def is_deterministic_run(bundle: Path, recorded: RunView) -> bool:
     """False when the recipe's [train] deterministic or the run's recorded determinism says so."""
-    config_path = bundle / RECIPE / "config.toml"
-    config = tomllib.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-    flag = config.get("train", {}).get("deterministic", True)
+    flag = RecipeView.of(bundle).deterministic
     setting = (recorded.env.get("determinism") or {}).get("torch.use_deterministic_algorithms") or {}
     return bool(flag) and setting.get("value", True) is not False
 

@@ -21,7 +21,6 @@ from bundler.publish.cardfacts import (
     BundleFacts,
     cell,
     code,
-    config_value,
     hub_dataset,
     public,
 )
@@ -97,11 +96,10 @@ def render_card(bundle_dir: Path, run_id: str, *, repo_id: str | None = None, st
             "`bundler inspect <bundle>` lists the runs",
         )
     facts = BundleFacts.read(bundle_dir, run_dir)
-    config = facts.config
-    project = config_value(config, "project", "name") or "adapter"
+    project = facts.recipe.value("project.name") or "adapter"
     base_model = facts.model.get("id")
     dataset_hub_id = hub_dataset(facts.dataset)
-    license_id = config_value(config, "publish", "license") or "other"
+    license_id = facts.recipe.value("publish.license") or "other"
     if strict:
         problems = metadata_problems(
             {
@@ -119,7 +117,7 @@ def render_card(bundle_dir: Path, run_id: str, *, repo_id: str | None = None, st
         dataset_hub_id = (
             dataset_hub_id if not metadata_problems({"datasets": [dataset_hub_id]}, only="datasets") else None
         )
-    load_repo = repo_id or config_value(config, "publish", "repo") or "ORG/NAME"
+    load_repo = repo_id or facts.recipe.value("publish.repo") or "ORG/NAME"
 
     eval_results = [
         EvalResult(

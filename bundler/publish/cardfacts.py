@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
-from bundler.bundle.bag import read_json_object
+from bundler.bundle.bag import read_bag_info
+from bundler.bundle.hashing import sha256_file
 from bundler.publish.cardmeta import LOCAL_PATH
+from bundler.records import RecipeView, RunView, hardware_digest
 
 NOT_RECORDED = "not recorded"
 # Dataset sources recorded in these forms name a dataset on the Hub (and go into `datasets:`).
@@ -34,7 +34,7 @@ class BundleFacts:
     """The bundle and run files the card reads; each is {} (or []) when the bundle lacks it."""
 
     bundle_id: str | None
-    config: dict[str, Any]
+    recipe: RecipeView
     model: dict[str, Any]
     dataset: dict[str, Any]
     splits: dict[str, Any]
@@ -49,24 +49,23 @@ class BundleFacts:
 
     @classmethod
     def read(cls, bundle_dir: Path, run_dir: Path) -> BundleFacts:
-        from bundler.bundle.hashing import sha256_file
-
-        recipe = bundle_dir / "data" / "recipe"
-        lock = recipe / "requirements.lock"
+        recipe = RecipeView.of(bundle_dir)
+        run = RunView.read(run_dir)
+        lock = recipe.path / "requirements.lock"
         adapter = run_dir / "adapter" / "adapter_model.safetensors"
         return cls(
-            bundle_id=_bag_info(bundle_dir).get("Bundle-Id"),
-            config=_toml(recipe / "config.toml"),
-            model=read_json_object(recipe / "model.json"),
-            dataset=read_json_object(recipe / "dataset.json"),
-            splits=read_json_object(recipe / "splits.json"),
-            source=read_json_object(recipe / "source.json"),
-            image=read_json_object(recipe / "image.lock.json"),
+            bundle_id=read_bag_info(bundle_dir).get("Bundle-Id"),
+            recipe=recipe,
+            model=recipe.record("model.json"),
+            dataset=recipe.record("dataset.json"),
+            splits=recipe.record("splits.json"),
+            source=recipe.record("source.json"),
+            image=recipe.record("image.lock.json"),
             lock_sha256=sha256_file(lock) if lock.is_file() else None,
-            results=read_json_object(run_dir / "results.json"),
-            metrics=_jsonl(run_dir / "metrics.jsonl"),
-            env=read_json_object(run_dir / "env.json"),
-            run=read_json_object(run_dir / "run.json"),
+            results=run.results,
+            metrics=run.metrics,
+            env=run.env,
+            run=run.record,
             adapter_file_sha256=sha256_file(adapter) if adapter.is_file() else None,
         )
 
@@ -97,7 +96,7 @@ class BundleFacts:
             ("Dataset sha256", files_summary(dataset_files)),
             (
                 "Split method",
-                public(_split_method(self.splits) or config_value(self.config, "split", "method")),
+                public(_split_method(self.splits) or self.recipe.value("split.method")),
             ),
             ("Seeds", self.seeds()),
             ("Adapter sha256 (adapter_model.safetensors)", code(adapter_sha)),
@@ -110,27 +109,16 @@ class BundleFacts:
         return [(label, cell(value)) for label, value in rows]
 
     def seeds(self) -> str:
-        seeds = {
-            "project": config_value(self.config, "project", "seed"),
-            "split": config_value(self.config, "split", "seed"),
-            "train": config_value(self.config, "train", "seed"),
-            "lora_init": config_value(self.config, "lora", "init_seed"),
-        }
+        seeds = self.recipe.seeds()
         if all(v is None for v in seeds.values()):
             return NOT_RECORDED
         return ", ".join(f"{k}={NOT_RECORDED if v is None else v}" for k, v in seeds.items())
 
     def hyperparameters(self) -> list[tuple[str, str]]:
-        rows = []
-        for section in ("train", "lora"):
-            for key, value in sorted((self.config.get(section) or {}).items()):
-                rows.append(
-                    (
-                        f"{section}.{key}",
-                        cell(public(json.dumps(value) if not isinstance(value, str) else value)),
-                    )
-                )
-        return rows
+        return [
+            (key, cell(public(json.dumps(value) if not isinstance(value, str) else value)))
+            for key, value in self.recipe.hyperparameters()
+        ]
 
     def determinism(self) -> list[tuple[str, str, str]]:
         settings = self.env.get("determinism") or {}
@@ -148,8 +136,6 @@ class BundleFacts:
         return rows
 
     def hardware(self) -> list[tuple[str, str]]:
-        from bundler.bundle.hashing import canonical_json, sha256_bytes
-
         gpu = self.env.get("gpu")
         cuda = self.env.get("cuda") or {}
         cpu = self.env.get("cpu") or {}
@@ -163,17 +149,11 @@ class BundleFacts:
             )
         else:
             gpu_text = "none (CPU run)"
-        fingerprint = {
-            "gpu": {k: gpu.get(k) for k in ("name", "count", "sm_count", "compute_capability")} if gpu else None,
-            "cuda": {k: cuda.get(k) for k in ("runtime", "cudnn", "cublas")} if cuda else None,
-            "cpu": cpu.get("machine"),
-            "image_digest": self.env.get("image_digest"),
-        }
         libraries = self.env.get("libraries") or {}
         rows = [
             (
                 "Hardware fingerprint",
-                code(sha256_bytes(canonical_json(fingerprint).encode())[:16]),
+                code(hardware_digest(self.env)),
             ),
             ("GPU", public(gpu_text)),
             (
@@ -200,7 +180,7 @@ class BundleFacts:
         ]
 
     def quantization(self) -> str:
-        quant = config_value(self.config, "lora", "quantization")
+        quant = self.recipe.value("lora.quantization")
         if quant is None:
             return f"4-bit quantization: {NOT_RECORDED}."
         if quant == "4bit":
@@ -271,37 +251,3 @@ def files_summary(files: object) -> str:
         return f"`{sha}` ({public(name)})"
     listing = "; ".join(f"{public(name)} `{sha[:16]}`" for name, sha in sorted(files.items()))
     return f"{len(files)} files: {listing}"
-
-
-def config_value(config: dict[str, Any], section: str, key: str) -> Any:
-    value = config.get(section)
-    return value.get(key) if isinstance(value, dict) else None
-
-
-def _bag_info(bundle_dir: Path) -> dict[str, str]:
-    from bundler.bundle.bag import read_bag_info
-
-    return read_bag_info(bundle_dir)
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
-def _toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
-        return {}
