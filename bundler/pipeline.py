@@ -12,10 +12,17 @@ from pathlib import Path
 
 from bundler import ui
 from bundler.bundle.atomic import atomic_dir
-from bundler.bundle.bag import RECIPE, VENDOR, seal_bundle
+from bundler.bundle.bag import RECIPE, VENDOR, remove_stale_partials, seal_bundle
 from bundler.bundle.hashing import canonical_json, sha256_file
-from bundler.errors import InputError, OutputExistsError
-from bundler.recipe.config import BundleConfig, dump_resolved, load_config
+from bundler.errors import CheckFailed, InputError, OutputExistsError
+from bundler.paths import runtime_source
+from bundler.publish.push import push_run
+from bundler.recipe import images, lock, source, splits
+from bundler.recipe.config import HUB_DATASET_PREFIXES, BundleConfig, dump_resolved, load_config
+from bundler.recipe.datasource import dataset_dir, describe_dataset
+from bundler.recipe.dockerfile import render_dockerfile
+from bundler.recipe.models import resolve_model
+from bundler.recipe.wheelhouse import download_wheelhouse
 from bundler.runners.execute import run_bundle
 
 
@@ -38,11 +45,8 @@ class BuildResult:
 
 def data_dir_of(config: BundleConfig, project: Path) -> Path:
     """The directory the dataset files live in (the runtime's BUNDLER_DATA_DIR)."""
-    from bundler.recipe.config import HUB_DATASET_PREFIXES
 
     if config.data.path.startswith(HUB_DATASET_PREFIXES):
-        from bundler.recipe.datasource import dataset_dir
-
         return dataset_dir(config, project)  # the checked snapshot in the Hub cache
     path = (project / config.data.path).resolve()
     return path if path.is_dir() else path.parent
@@ -56,9 +60,6 @@ def _check_out(out: Path) -> None:
 def pinned_image(project: Path, env) -> dict:
     """The image pin `bundler lock` wrote beside the lock; without one, resolve it now (registry, then catalog)."""
     import json
-
-    from bundler.errors import CheckFailed
-    from bundler.recipe import images
 
     path = project / "image.lock.json"
     if not path.is_file():
@@ -75,10 +76,6 @@ def write_recipe(
     config: BundleConfig, project: Path, recipe: Path, *, allow_dirty: bool, runner: str
 ) -> tuple[Path, Path]:
     """Write every recipe file into `recipe`; return the model and dataset directories for the run."""
-    from bundler.paths import runtime_source
-    from bundler.recipe import lock, source, splits
-    from bundler.recipe.datasource import describe_dataset
-    from bundler.recipe.dockerfile import render_dockerfile
 
     env = config.environment
     lock_path = project / env.lock
@@ -96,7 +93,6 @@ def write_recipe(
 
     lock_sha = sha256_file(lock_path)
     ui.stage(f"preparing the base model {config.model.id}")
-    from bundler.recipe.models import resolve_model
 
     model_dir, model_record = resolve_model(config, project, lock_path, lock_sha, use_host=runner == "host")
 
@@ -134,7 +130,6 @@ def vendor_dataset(bundle: Path, data_dir: Path) -> Path:
 
 def vendor_wheels(bundle: Path) -> Path:
     """Store the lock's wheels (checked against its hashes) in data/vendor/wheels/: a rebuild needs no index."""
-    from bundler.recipe.wheelhouse import download_wheelhouse
 
     ui.stage("vendoring the locked wheels into data/vendor/wheels/")
     folder = download_wheelhouse(bundle / RECIPE / "requirements.lock", bundle / VENDOR / "wheels")
@@ -143,8 +138,6 @@ def vendor_wheels(bundle: Path) -> Path:
             shutil.copyfile(wheel, wheel.with_name(wheel.name + ".copy"))
             os.replace(wheel.with_name(wheel.name + ".copy"), wheel)
     return folder
-
-
 
 
 def build(
@@ -166,7 +159,6 @@ def build(
     _check_out(out)
     if push and not run:
         raise InputError("--push needs a run to publish", "drop --no-run, or push later with `bundler push`")
-    from bundler.bundle.bag import remove_stale_partials
 
     remove_stale_partials(out)  # what builds killed by SIGKILL left beside --out (never a running build's)
     with atomic_dir(out) as work:
@@ -185,10 +177,6 @@ def build(
             )
     publish = None
     if push and run_id:
-        from bundler.publish.push import push_run
-
         ui.stage(f"pushing the adapter and card to {push}")
         publish = push_run(out, push, run_id=run_id, private=config.publish.private)
     return BuildResult(out, bundle_id, run_id, publish)
-
-

@@ -37,6 +37,7 @@ from bundler.bundle.bag import (
     read_json_object,
     resolve_run,
 )
+from bundler.bundle.hashing import sha256_bytes, sha256_file
 from bundler.errors import (
     AdapterConfigError,
     AdapterMismatchError,
@@ -44,6 +45,10 @@ from bundler.errors import (
     InputError,
     ReferenceMissingError,
 )
+from bundler.recipe.lockenv import ensure_venv, venv_python
+from bundler.runners.execute import locate_inputs
+from bundler.runners.host import checked_drift
+from bundler.runners.launch import RunRequest, runtime_env, stream_runtime
 
 __all__ = [
     "CHECK_SCHEMA",
@@ -81,7 +86,6 @@ class AdapterSource:
 
 def fetch_adapter(spec: str | None, run_dir: Path, work: Path) -> AdapterSource:
     """The run's adapter (spec None), a local directory, or ORG/NAME[@REVISION] from the Hub."""
-    from bundler.bundle.hashing import sha256_file
 
     if spec is None:
         source = AdapterSource("run", f"run {run_dir.name[:12]}", run_dir / "adapter")
@@ -159,13 +163,9 @@ def _interpreter(bundle: Path, runner: str, allow_drift: bool) -> tuple[str, lis
     """The python to run the runtime with, and the drift from the lock it runs with."""
     lock = bundle / RECIPE / "requirements.lock"
     if runner == "venv":
-        from bundler.recipe.lockenv import ensure_venv, venv_python
-
         return str(venv_python(ensure_venv(lock))), []
     if runner == "host":
         import sys
-
-        from bundler.runners.host import checked_drift
 
         return sys.executable, checked_drift(lock.read_text(encoding="utf-8"), allow_drift, "check")
     raise InputError(f"unknown runner {runner!r} for check", "choose venv or host")
@@ -184,9 +184,8 @@ def check_run(
     tolerances: Tolerances = Tolerances(),
 ) -> dict[str, Any]:
     """Check an adapter against a run's reference outputs; return the bundler.check/1 report."""
+    # deferred: it loads cryptography, which callers that never reach this line should not pay for
     from bundler.bundle.verify import require_verified
-    from bundler.runners.execute import locate_inputs
-    from bundler.runners.launch import RunRequest, runtime_env, stream_runtime
 
     started = time.perf_counter()
     open_bundle(bundle)
@@ -229,7 +228,6 @@ def check_run(
         check_env = read_json_object(out / "env.json")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    from bundler.bundle.hashing import sha256_bytes
 
     results, run_record, run_env = (read_json_object(run_dir / n) for n in ("results.json", "run.json", "env.json"))
     seconds = round(time.perf_counter() - started, 3)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bundler.bundle.bag import RECIPE, RUNS, bundle_id_of, list_runs, open_bundle, read_json_object
+from bundler.bundle.lockfile import parse_lock
 from bundler.records import RecipeView
 
 DIFF_SCHEMA = "bundler.diff/1"
@@ -44,8 +45,6 @@ def _config(recipe: Path) -> dict[str, Any]:
 
 
 def _locked_versions(recipe: Path) -> dict[str, str]:
-    from bundler.bundle.lockfile import parse_lock
-
     path = recipe / "requirements.lock"
     return {pin.name: pin.version for pin in parse_lock(path)} if path.is_file() else {}
 
@@ -166,6 +165,7 @@ def _diff_directories(a: Path, b: Path, shown_a: Path, shown_b: Path) -> dict[st
 def _as_directory(path: Path) -> Iterator[Path]:
     """A bundle directory as is; an exported tar imported (safely, verified) into a temp dir for the diff."""
     if path.is_file():
+        # deferred: it loads cryptography, which callers that never reach this line should not pay for
         from bundler.bundle.archive import import_bundle
 
         with tempfile.TemporaryDirectory(prefix="bundler-diff-") as tmp:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bundler import ui
 from bundler.audit.runcompare import (
     Tolerance,
     compare_adapters,
@@ -36,6 +37,7 @@ from bundler.bundle.hashing import hash_tree
 from bundler.bundle.verify import require_verified
 from bundler.errors import InputError, VerifyFailed
 from bundler.records import RecipeView, RunView, read_run, read_run_json
+from bundler.runners.execute import locate_inputs, run_bundle
 
 __all__ = ["SCHEMA", "Tolerance", "compare_runs", "pick_recorded_run", "read_run", "replay_bundle"]
 
@@ -200,8 +202,6 @@ def replay_bundle(
 
     Never runs a bundle that fails verify (InputError, exit 2). `runner` defaults to the recorded run's.
     """
-    from bundler import ui
-    from bundler.runners.execute import locate_inputs, run_bundle
 
     open_bundle(bundle)
     if steps is not None and steps < 1:

@@ -41,6 +41,7 @@ def describe_bundle(bundle: Path) -> dict[str, Any]:
     view = RecipeView.at(recipe)
     splits = _json(recipe / "splits.json") or {}
     try:
+        # deferred: it loads pydantic, which callers that never reach this line should not pay for
         from bundler.recipe.splits import summarize
 
         split_summary = summarize(splits) if splits else {}

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bundler.bundle.bag import read_json_object
+from bundler.bundle.atomic import atomic_write_bytes
+from bundler.bundle.bag import read_json_object, record_run_file
 from bundler.errors import CardMetadataError, InputError
+from bundler.paths import render_template
 from bundler.publish.cardfacts import (
     EVAL_METRICS,
     NOT_RECORDED,
@@ -25,6 +27,7 @@ from bundler.publish.cardfacts import (
     public,
 )
 from bundler.publish.cardmeta import is_local_path, metadata_problems, parse_card, refuse_leaks
+from bundler.publish.plots import render_loss_png
 
 __all__ = ["NOT_RECORDED", "RenderedCard", "is_local_path", "parse_card", "render_card", "store_card", "write_card"]
 
@@ -68,12 +71,8 @@ def store_card(bundle_dir: Path, run_id: str, card: RenderedCard) -> Path:
 
 def _record(bundle_dir: Path, run_id: str, name: str, data: bytes) -> None:
     if (bundle_dir / "manifest-sha256.txt").is_file():
-        from bundler.bundle.bag import record_run_file
-
         record_run_file(bundle_dir, run_id, name, data)
     else:
-        from bundler.bundle.atomic import atomic_write_bytes
-
         atomic_write_bytes(bundle_dir / "data" / "runs" / run_id / name, data)
 
 
@@ -85,9 +84,6 @@ def render_card(bundle_dir: Path, run_id: str, *, repo_id: str | None = None, st
     missing base model, raises CardMetadataError.
     """
     from huggingface_hub import EvalResult, ModelCardData
-
-    from bundler.paths import render_template
-    from bundler.publish.plots import render_loss_png
 
     run_dir = bundle_dir / "data" / "runs" / run_id
     if not run_dir.is_dir():

@@ -13,6 +13,7 @@ from typing import Any
 
 from bundler.bundle.bag import read_bag_info
 from bundler.bundle.hashing import sha256_file
+from bundler.bundle.scrub import find_secret
 from bundler.publish.cardmeta import LOCAL_PATH
 from bundler.records import RecipeView, RunView, hardware_digest
 
@@ -217,7 +218,6 @@ def _split_method(splits: dict[str, Any]) -> str | None:
 
 def public(value: object) -> str:
     """The value as card text; a local path or a secret never gets through."""
-    from bundler.bundle.scrub import find_secret
 
     if value is None or value == "":
         return NOT_RECORDED

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from bundler.bundle.scrub import find_secret
 from bundler.errors import CardMetadataError, SecretError
 
 # Anything that looks like a local filesystem path: absolute POSIX, home-relative, Windows, file://.
@@ -63,7 +64,6 @@ def metadata_problems(metadata: dict[str, Any], only: str | None = None) -> list
 
 def refuse_leaks(text: str, bundle_dir: Path) -> None:
     """A card is public: refuse one that carries a secret or the bundle's own location."""
-    from bundler.bundle.scrub import find_secret
 
     kind = find_secret(text)
     if kind:

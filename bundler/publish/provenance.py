@@ -1,7 +1,6 @@
 """Signed provenance: an in-toto/SLSA statement per run, RO-Crate run metadata, ed25519 signatures.
 
 What is written, and where (the bag's tag area is everything outside data/):
-
     data/ro-crate-metadata.json              payload; Process Run Crate 0.5: one CreateAction per run
     provenance/<run-id>.manifest-sha256.txt  the run's view of the payload manifest (see below)
     provenance/<run-id>.intoto.json          in-toto Statement v1, predicate SLSA provenance v1
@@ -69,6 +68,7 @@ from bundler.bundle.bag import (
     write_tags,
 )
 from bundler.bundle.hashing import canonical_json, manifest_lines, sha256_bytes
+from bundler.errors import InputError
 from bundler.publish.rocrate import build_crate
 from bundler.records import RecipeView, determinism_variables, hardware_fingerprint, runtime_digest
 
@@ -80,8 +80,6 @@ def write_provenance(bundle: Path, run_id: str) -> list[Path]:
     """Write the RO-Crate metadata and the run's statement and manifest; keep the bag valid; return the paths."""
     open_bundle(bundle)
     if not (bundle / RUNS / run_id).is_dir():
-        from bundler.errors import InputError
-
         raise InputError(f"run {run_id} does not exist in {bundle}", "`bundler inspect <bundle>` lists the runs")
     crate_text = canonical_json(build_crate(bundle))
     atomic_write_text(bundle / CRATE, crate_text)

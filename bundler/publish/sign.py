@@ -23,6 +23,8 @@ from bundler.bundle.attest import (
 from bundler.bundle.bag import bundle_id_of, list_runs, open_bundle, payload_hashes, write_tags
 from bundler.bundle.hashing import canonical_json
 from bundler.bundle.signing import PublicKey, load_private_key, sign_envelope
+from bundler.bundle.verify import verify_bundle
+from bundler.errors import VerifyFailed
 from bundler.publish.provenance import write_provenance
 
 
@@ -32,8 +34,6 @@ def sign_bundle(bundle: Path, key_path: Path) -> dict[str, Any]:
     Writes missing statements first; refuses (VerifyFailed, exit 1) a bundle whose bag does not
     verify or whose statements no longer match its files, since signing would bless the change.
     """
-    from bundler.bundle.verify import verify_bundle
-    from bundler.errors import VerifyFailed
 
     key = load_private_key(key_path)
     open_bundle(bundle)

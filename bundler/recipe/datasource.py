@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from bundler import hub
 from bundler.errors import DatasetError
 from bundler.recipe.config import HUB_DATASET_PREFIXES, BundleConfig
 
@@ -136,7 +137,6 @@ def find_hub_dataset_files(config: BundleConfig) -> DatasetFiles:
     Each file must match the Hub's metadata at that commit (an LFS file's sha256, else its git blob
     sha1) before it is read; dataset.json then records the commit and every file's sha256.
     """
-    from bundler import hub
 
     spec = config.data.path
     match = _HUB_DATASET.match(spec)

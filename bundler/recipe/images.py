@@ -14,6 +14,7 @@ from pathlib import Path
 
 import tomllib
 
+from bundler.bundle.atomic import atomic_write_text
 from bundler.errors import InputError, UnknownImageError
 from bundler.paths import resource_dir
 from bundler.recipe.config import EnvironmentConfig
@@ -220,7 +221,6 @@ def image_lock_text(record: dict) -> str:
 
 def write_image_lock(project_dir: Path, env: EnvironmentConfig, *, offline: bool) -> dict:
     """Resolve the base image and write <project>/image.lock.json atomically; return the record."""
-    from bundler.bundle.atomic import atomic_write_text
 
     record = image_lock_record(env, offline=offline)
     atomic_write_text(project_dir / "image.lock.json", image_lock_text(record))

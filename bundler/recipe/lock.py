@@ -21,7 +21,9 @@ from bundler.bundle.lockfile import (
 )
 from bundler.bundle.scrub import find_secret
 from bundler.errors import InputError, SecretError, StaleLockError
+from bundler.paths import cache_dir as bundler_cache
 from bundler.recipe.config import EnvironmentConfig
+from bundler.recipe.images import find_image
 from bundler.recipe.pipsources import PackageSources, is_reachable, pip_sources, strip_credentials, variant_sources
 from bundler.recipe.resolvers import check_target, resolver_version, run_resolver
 
@@ -150,14 +152,12 @@ def _header(
 
 def cache_dir() -> Path:
     """Lock results, under the one bundler cache (BUNDLER_CACHE) the venvs and models use too."""
-    from bundler.paths import cache_dir as bundler_cache
 
     return bundler_cache() / "locks"
 
 
 def _target(env: EnvironmentConfig) -> tuple[str, str, str]:
     """(python, torch index, image name) of the environment's catalog image."""
-    from bundler.recipe.images import find_image
 
     entry = find_image(env.image)
     if env.python != entry.python:

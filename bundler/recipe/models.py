@@ -9,11 +9,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bundler import ui
+from bundler import hub, ui
+from bundler.bundle.atomic import atomic_write_text
 from bundler.bundle.hashing import canonical_json, hash_tree, sha256_bytes
-from bundler.errors import InputError
-from bundler.paths import cache_dir
+from bundler.errors import InputError, ModelLockStaleError
+from bundler.paths import cache_dir, runtime_source
 from bundler.recipe.config import BundleConfig
+from bundler.recipe.lockenv import run_module
 
 
 def tiny_model_dir(config: BundleConfig, lock_sha256: str) -> Path:
@@ -34,7 +36,6 @@ def materialize_tiny(config: BundleConfig, lock: Path, lock_sha256: str, use_hos
         args = ["runtime.tiny", str(tmp / "model"), json.dumps(config.model.tiny.model_dump(), sort_keys=True)]
         # Only the runtime goes on the path: bundler's own modules (e.g. inspect.py) would shadow the stdlib.
         package_dir = tmp / "pythonpath"
-        from bundler.paths import runtime_source
 
         shutil.copytree(runtime_source(), package_dir / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
         if use_host:
@@ -43,8 +44,6 @@ def materialize_tiny(config: BundleConfig, lock: Path, lock_sha256: str, use_hos
             env = {**os.environ, "PYTHONPATH": str(package_dir), "PYTHONHASHSEED": "0"}
             subprocess.run([sys.executable, "-m", *args], env=env, check=True, capture_output=True)
         else:
-            from bundler.recipe.lockenv import run_module
-
             run_module(lock, args, package_dir)
         if target.exists():
             shutil.rmtree(target)
@@ -106,7 +105,6 @@ def select_model_files(paths: list[str]) -> list[str]:
 
 def lock_hub_model(config: BundleConfig) -> dict:
     """Resolve [model] revision to a commit and pin the sha256 of every file a load reads (model.lock.json)."""
-    from bundler import hub
 
     model = config.model
     pinned = hub.resolve_revision(model.id, "model", model.revision)
@@ -129,7 +127,6 @@ def lock_hub_model(config: BundleConfig) -> dict:
 
 def write_model_lock(project: Path, config: BundleConfig, *, offline: bool = False) -> tuple[Path, dict]:
     """Write <project>/model.lock.json for a Hub model; offline, keep the one there if it still matches."""
-    from bundler.bundle.atomic import atomic_write_text
 
     path = project / MODEL_LOCK
     if offline:
@@ -141,7 +138,6 @@ def write_model_lock(project: Path, config: BundleConfig, *, offline: bool = Fal
 
 def read_model_lock(project: Path, config: BundleConfig) -> dict:
     """Read model.lock.json and check it pins the model bundle.toml names (else ModelLockStaleError, exit 1)."""
-    from bundler.errors import ModelLockStaleError
 
     path = project / MODEL_LOCK
     if not path.is_file():
@@ -169,7 +165,6 @@ def hub_snapshot(record: dict) -> Path:
     Every file is checked against the sha256 the lock recorded (HubFileMismatchError, exit 2, names them).
     `bundler build` and `bundler run` (for a bundle whose model.json has source "hub") both come here.
     """
-    from bundler import hub
 
     cached = hub.snapshot_dir(record["id"], "model", record["commit"])
     if cached.is_dir() and not hub.verify_files(cached, record["files"]):

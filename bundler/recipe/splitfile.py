@@ -14,6 +14,7 @@ from typing import Any
 from bundler.errors import DatasetChangedError, SplitError
 from bundler.recipe.assign import DROPPED, SPLITS, content_hash, example_id_of, field_text, normalize_text, text_key
 from bundler.recipe.config import BundleConfig
+from bundler.recipe.datasource import load_records
 
 # the logger keeps the name it had before splits.py was divided, so log filters keep working
 log = logging.getLogger("bundler.recipe.splits")
@@ -107,7 +108,6 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 def load_split(manifest: Mapping[str, Any], config: BundleConfig, project_dir: Path) -> dict[str, list[dict]]:
     """Load the dataset and return the manifest's exact split; raise if an example changed."""
-    from bundler.recipe.datasource import load_records
 
     loaded = load_records(config, project_dir)
     recorded = manifest.get("dataset", {}).get("files", {})

@@ -41,6 +41,7 @@ from bundler.recipe.assign import (
     text_fields_for,
 )
 from bundler.recipe.config import BundleConfig, DataConfig, SplitConfig
+from bundler.recipe.datasource import load_records
 from bundler.recipe.splitfile import (
     SCHEMA,
     SUMMARY_SCHEMA,
@@ -114,7 +115,6 @@ def split_root(examples: Mapping[str, str]) -> str:
 
 def make_split_manifest(config: BundleConfig, project_dir: Path) -> dict[str, Any]:
     """Load the configured dataset and return the full splits.json object."""
-    from bundler.recipe.datasource import load_records
 
     loaded = load_records(config, project_dir)
     dataset = {

@@ -116,6 +116,7 @@ def image_tag(bundle_id: str) -> str:
 
 def bundle_wheelhouse(bundle: Path) -> tuple[Path, str]:
     """The wheels to install: the bundle's vendored ones when it has them, else a download cached by lock sha."""
+    # deferred: it loads pydantic, which callers that never reach this line should not pay for
     from bundler.recipe.wheelhouse import download_wheelhouse, verify_wheelhouse
 
     lock = bundle / RECIPE / "requirements.lock"

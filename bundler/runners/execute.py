@@ -6,10 +6,14 @@ import os
 from pathlib import Path
 
 from bundler import ui
-from bundler.bundle.bag import RECIPE, VENDOR
+from bundler.bundle.bag import RECIPE, VENDOR, reseal_run
 from bundler.bundle.hashing import sha256_file
 from bundler.errors import InputError
+from bundler.publish.card import write_card
+from bundler.runners.docker import run_docker
+from bundler.runners.host import run_host
 from bundler.runners.launch import RUNNERS, RunRequest
+from bundler.runners.venv import run_venv
 
 
 def locate_inputs(bundle: Path, model_dir: Path | None, data_dir: Path | None, runner: str) -> tuple[Path, Path]:
@@ -28,11 +32,15 @@ def locate_inputs(bundle: Path, model_dir: Path | None, data_dir: Path | None, r
         if vendored.is_dir():
             model_dir = vendored
         elif record.get("source") == "hub":
+            # deferred: it loads pydantic, which callers that never reach this line should not pay for
             from bundler.recipe.models import hub_snapshot
 
             model_dir = hub_snapshot(record)
         elif record.get("source") == "tiny":
+            # deferred: it loads pydantic, which callers that never reach this line should not pay for
             from bundler.recipe.config import parse_config
+
+            # deferred: it loads pydantic, which callers that never reach this line should not pay for
             from bundler.recipe.models import materialize_tiny
 
             config = parse_config((recipe / "config.toml").read_text(), recipe / "config.toml")
@@ -61,9 +69,6 @@ def run_bundle(
     tracking: dict | None = None,
 ) -> str:
     """Run a sealed bundle with a runner, then write its model card; return the run ID."""
-    from bundler.bundle.bag import reseal_run
-    from bundler.publish.card import write_card
-    from bundler.runners.launch import RunRequest
 
     runner = choose_runner(runner)
     ui.stage(f"running the fine-tune ({runner} runner)")
@@ -81,6 +86,7 @@ def run_bundle(
     ui.stage(f"run {run_id[:12]} recorded; writing the model card")
     write_card(bundle, run_id)
     reseal_run(bundle, run_id)
+    # deferred: it loads cryptography, which callers that never reach this line should not pay for
     from bundler.publish.provenance import write_provenance
 
     write_provenance(bundle, run_id)
@@ -98,16 +104,10 @@ def execute(runner: str, request: RunRequest) -> str:
     """Run the bundle with the named runner and return the new run ID."""
     runner = choose_runner(runner)
     if runner == "venv":
-        from bundler.runners.venv import run_venv
-
         return run_venv(request)
     if runner == "host":
-        from bundler.runners.host import run_host
-
         return run_host(request)
     if runner == "docker":
-        from bundler.runners.docker import run_docker  # type: ignore[attr-defined]
-
         return run_docker(request)  # type: ignore[no-any-return]
     raise InputError(f"unknown runner {runner!r}", f"choose one of {', '.join(RUNNERS)}")
 

@@ -17,9 +17,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bundler import ui
 from bundler.bundle import bag as bundle_format
 from bundler.bundle.hashing import canonical_json
-from bundler.errors import InputError, TrainingError
+from bundler.errors import InputError, OutputNotWritableError, TrainingError
+from bundler.runtime.tracking import TRACKER_ENV
 
 RUNNERS = ("auto", "docker", "venv", "host")
 EVENT_PREFIX = "BUNDLER_EVENT "
@@ -76,7 +78,6 @@ def runtime_env(runner: str, request: RunRequest, image_digest: str = "") -> dic
         env["BUNDLER_NUM_PROCESSES"] = str(processes)  # > 1: the runtime re-launches itself with accelerate
     if request.tracking:
         env["BUNDLER_TRACKING"] = json.dumps(request.tracking, sort_keys=True)
-    from bundler.runtime.tracking import TRACKER_ENV  # names only; no torch behind this import
 
     for name in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", *TRACKER_ENV):
         if name in os.environ:
@@ -97,8 +98,6 @@ class RuntimeLog:
         self.error: dict[str, str] | None = None
 
     def feed(self, line: str) -> None:
-        from bundler import ui
-
         line = line.rstrip("\r\n")
         if line.startswith(EVENT_PREFIX):
             try:
@@ -147,7 +146,6 @@ class LineSplitter:
 
 def stream_runtime(command: Sequence[str], env: Mapping[str, str], cwd: Path, label: str) -> None:
     """Run the runtime, turn its events into a progress bar and its errors into bundler errors."""
-    from bundler import ui
 
     with ui.StepProgress(label) as progress:
         log = RuntimeLog(progress)
@@ -180,7 +178,6 @@ def staging_dir(bundle: Path) -> Path:
     Both the staging place and the bundle's data/ must take writes; a read-only filesystem is refused here,
     before any image is built or step is trained.
     """
-    from bundler.errors import OutputNotWritableError
 
     try:
         with tempfile.TemporaryFile(dir=bundle / bundle_format.PAYLOAD):
