@@ -204,7 +204,7 @@ def needless_deferral(imp: Import) -> str | None:
         return None
     extra = heavy_at_import(target) - heavy_at_import(imp.module)
     if not extra:
-        return f"defers `{target}`, which loads nothing heavy that {imp.module} does not load already: import it at the top"
+        return f"defers `{target}`, which loads nothing heavy {imp.module} does not load already: import it at the top"
     source = MODULES[imp.module].read_text(encoding="utf-8").splitlines()
     said = source[imp.line - 1] + "\n" + source[imp.line - 2]
     if "#" not in said or not any(lib in said for lib in extra):
@@ -246,7 +246,8 @@ def test_packages_import_only_their_floor_or_below() -> None:
                 mine, theirs = _floor(module), _floor(target)
                 assert mine is not None and theirs is not None, f"{module} or {target} has no floor in FLOORS"
                 if theirs > mine:
-                    bad.append(f"{where(imp)} ({FLOORS[mine][0]}) imports {target} ({FLOORS[theirs][0]}), a floor above")
+                    above = f"{target} ({FLOORS[theirs][0]})"
+                    bad.append(f"{where(imp)} ({FLOORS[mine][0]}) imports {above}, a floor above")
     assert bad == []
 
 

@@ -8,6 +8,9 @@ import click
 
 from bundler.cli.options import RUNNER_CHOICE, emit, handles_errors, json_option
 
+# `bundler run --json`; until issue 17 it was also "bundler.run/1", the name of run.json's own shape.
+RUN_RESULT_SCHEMA = "bundler.run-result/1"
+
 
 @click.command()
 @click.argument("path", type=click.Path(file_okay=False, path_type=Path), default=".")
@@ -205,4 +208,4 @@ def run(
     run_id = run_bundle(
         bundle, runner=runner, model_dir=model, data_dir=data, allow_drift=allow_drift, gpus=gpus, processes=processes
     )
-    emit({"schema": "bundler.run/1", "bundle": str(bundle), "run_id": run_id}, as_json, run_id)
+    emit({"schema": RUN_RESULT_SCHEMA, "bundle": str(bundle), "run_id": run_id}, as_json, run_id)

@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from bundler import hub
+from bundler import hub, ui
 from bundler.errors import DatasetError
 from bundler.recipe.config import HUB_DATASET_PREFIXES, BundleConfig
-
-log = logging.getLogger(__name__)
 
 DATASET_SCHEMA = "bundler.dataset/1"
 
@@ -154,12 +151,9 @@ def find_hub_dataset_files(config: BundleConfig) -> DatasetFiles:
     revision = inline or config.data.revision or "main"
     pinned = hub.resolve_revision(repo_id, "dataset", revision)
     if not _COMMIT.match(revision):
-        log.warning(
-            "data.revision %r of %s resolved to commit %s (recorded in dataset.json); "
-            "set data.revision to that sha to pin the project to it",
-            revision,
-            repo_id,
-            pinned.commit,
+        ui.warn(
+            f"data.revision {revision!r} of {repo_id} resolved to commit {pinned.commit} (recorded in dataset.json); "
+            "set data.revision to that sha to pin the project to it"
         )
     chosen = _hub_candidates(list(pinned.files), inside)
     where = f"{spec} at commit {pinned.commit[:12]}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import json
 import re
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import tomllib
 
+from bundler import ui
 from bundler.bundle.atomic import atomic_write_text
 from bundler.errors import InputError, UnknownImageError
 from bundler.paths import resource_dir
@@ -207,10 +207,7 @@ def _catalog_digests(entry: CatalogImage, why: str) -> dict[str, str | None]:
         )
     if not _DIGEST.match(entry.digest):
         raise InputError(f"images/{entry.name}.toml: digest {entry.digest!r} is not sha256:<64 hex>")
-    print(
-        f"bundler: {why}: pinning {entry.reference} to the catalog digest {entry.digest}",
-        file=sys.stderr,
-    )
+    ui.warn(f"{why}: pinning {entry.reference} to the catalog digest {entry.digest}")
     return {"index_digest": entry.digest, "manifest_digest": entry.digest}
 
 

@@ -6,11 +6,11 @@ The resolvers themselves (pip-tools, uv) are in resolvers.py; where they look is
 from __future__ import annotations
 
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bundler import ui
 from bundler.bundle.atomic import atomic_write_text
 from bundler.bundle.hashing import canonical_json, sha256_bytes
 from bundler.bundle.lockfile import (
@@ -183,10 +183,9 @@ def write_lock(project_dir: Path, env: EnvironmentConfig, *, offline: bool = Fal
         # The image's torch index goes first among the extras so its CUDA variant is a candidate.
         sources = PackageSources(sources.index_url, (torch_index, *sources.extra_index_urls), sources.find_links)
     if torch_index and not torch_index_used:
-        print(
-            f"bundler: the image's torch index {strip_credentials(torch_index)} is not reachable; "
-            "locking from the configured sources only",
-            file=sys.stderr,
+        ui.warn(
+            f"the image's torch index {strip_credentials(torch_index)} is not reachable; "
+            "locking from the configured sources only"
         )
         torch_index += " (not reachable at lock time; not used)"
 

@@ -5,19 +5,16 @@ check any manifest for leakage between splits (examples whose normalised text st
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bundler import ui
 from bundler.errors import DatasetChangedError, SplitError
 from bundler.recipe.assign import DROPPED, SPLITS, content_hash, example_id_of, field_text, normalize_text, text_key
 from bundler.recipe.config import BundleConfig
 from bundler.recipe.datasource import load_records
-
-# the logger keeps the name it had before splits.py was divided, so log filters keep working
-log = logging.getLogger("bundler.recipe.splits")
 
 SCHEMA = "bundler.splits/1"
 SUMMARY_SCHEMA = "bundler.splits.summary/1"
@@ -112,7 +109,7 @@ def load_split(manifest: Mapping[str, Any], config: BundleConfig, project_dir: P
     loaded = load_records(config, project_dir)
     recorded = manifest.get("dataset", {}).get("files", {})
     if recorded and recorded != dict(sorted(loaded.sha256.items())):
-        log.warning("dataset files differ from the ones the manifest recorded; checking each example")
+        ui.warn("dataset files differ from the ones the manifest recorded; checking each example")
     return select_split(manifest, loaded.records)
 
 

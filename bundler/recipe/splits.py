@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import json.encoder
-import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bundler import ui
 from bundler.errors import DatasetError, SplitError
 from bundler.recipe.assign import (
     CONTENT_HASH,
@@ -94,7 +94,6 @@ __all__ = [
     "write_manifest",
 ]
 
-log = logging.getLogger(__name__)
 
 ROOT_HASH = "sha256 over lines json.dumps([id, content_sha256]) + '\\n' in sorted ID order"
 
@@ -139,7 +138,7 @@ def build_manifest(
     if data.id_field is None:
         # A warning, not info: with content-hash IDs an edited example is a new example and may
         # change split, which the user should know before relying on the split.
-        log.warning(
+        ui.warn(
             "data.id_field is not set: each example's ID is its content hash (sha256); "
             "editing an example gives it a new ID"
         )
@@ -200,10 +199,9 @@ def build_manifest(
         "dropped": manifest["leakage"]["dropped"],
     }
     if manifest["leakage"]["cross_split"]:
-        log.warning(
-            "%d duplicate group(s) straddle splits (dedupe = %r); see the leakage report",
-            len(manifest["leakage"]["cross_split"]),
-            split.dedupe,
+        ui.warn(
+            f"{len(manifest['leakage']['cross_split'])} duplicate group(s) straddle splits "
+            f"(dedupe = {split.dedupe!r}); see the leakage report"
         )
     return manifest
 

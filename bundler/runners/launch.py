@@ -24,6 +24,7 @@ from bundler.errors import InputError, OutputNotWritableError, TrainingError
 from bundler.runtime.tracking import TRACKER_ENV
 
 RUNNERS = ("auto", "docker", "venv", "host")
+RUN_RECORD_SCHEMA = "bundler.run/1"  # run.json, written beside every run's outputs
 EVENT_PREFIX = "BUNDLER_EVENT "
 ERROR_PREFIX = "BUNDLER_ERROR "
 # Set before the interpreter starts: Python reads PYTHONHASHSEED only at start-up and cuBLAS reads its
@@ -192,7 +193,7 @@ def finish_run(request: RunRequest, staged: Path, runner: str, started: float, d
     if not (staged / "results.json").is_file():
         raise TrainingError(f"the runtime finished without writing results.json in {staged}")
     record = {
-        "schema": "bundler.run/1",
+        "schema": RUN_RECORD_SCHEMA,
         "runner": runner,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
