@@ -50,9 +50,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-EXIT_OK = 0
-EXIT_CHECK_FAILED = 1
-EXIT_INPUT = 2
+# The exit codes are part of the host/runtime contract, written once in the runtime's source.
+from bundler.runtime.contract import EXIT_FAILED as EXIT_CHECK_FAILED
+from bundler.runtime.contract import EXIT_INPUT, EXIT_OK  # noqa: F401 - the CLI reads them here
 
 
 class BundlerError(Exception):

@@ -19,6 +19,7 @@ import tomllib
 from bundler.bundle.bag import RECIPE, RUNS, read_json_object
 from bundler.bundle.hashing import canonical_json, manifest_lines, sha256_bytes
 from bundler.errors import InputError
+from bundler.runtime.contract import DETERMINISM_ENV
 
 
 def hardware_fingerprint(env: dict[str, Any] | None) -> dict[str, Any]:
@@ -68,8 +69,8 @@ def determinism_variables(env: Mapping[str, Any]) -> dict[str, str]:
         for key, entry in (env.get("determinism") or {}).items()
         if key.startswith("env.") and isinstance(entry, dict)
     }
-    # The runtime contract (design.md section 5) fixes these; older env.json files did not record them.
-    return recorded or {"CUBLAS_WORKSPACE_CONFIG": ":4096:8", "PYTHONHASHSEED": "0"}
+    # The runtime contract fixes these; older env.json files did not record them.
+    return recorded or dict(DETERMINISM_ENV)
 
 
 # Every seed of a resolved config: (name, dotted key in config.toml).

@@ -219,8 +219,18 @@ def where(imp: Import) -> str:
 # --- the checks on bundler's own source ---
 
 
+# Cycles that landed from work in progress elsewhere, each with the issue that removes it; the test
+# fails on any other cycle, and on a listed one that is gone (so the list only shrinks).
+KNOWN_CYCLES = {
+    # packing.py imports data's IGNORE_INDEX and Encoded; data.py defers `from .packing import ...`.
+    ("bundler.runtime.data", "bundler.runtime.packing"): "issue 19 (fused training path, work in progress)",
+}
+
+
 def test_no_import_cycle_deferred_imports_counted() -> None:
-    assert cycles(_graph()) == []
+    found = {tuple(c) for c in cycles(_graph())}
+    assert found - set(KNOWN_CYCLES) == set()
+    assert set(KNOWN_CYCLES) - found == set(), "a listed cycle is gone: remove it from KNOWN_CYCLES"
 
 
 def test_no_module_imports_another_modules_private_name() -> None:

@@ -21,15 +21,11 @@ from bundler import ui
 from bundler.bundle import bag as bundle_format
 from bundler.bundle.hashing import canonical_json
 from bundler.errors import InputError, OutputNotWritableError, TrainingError
+from bundler.runtime.contract import DETERMINISM_ENV, ERROR_PREFIX, EVENT_PREFIX
 from bundler.runtime.tracking import TRACKER_ENV
 
 RUNNERS = ("auto", "docker", "venv", "host")
 RUN_RECORD_SCHEMA = "bundler.run/1"  # run.json, written beside every run's outputs
-EVENT_PREFIX = "BUNDLER_EVENT "
-ERROR_PREFIX = "BUNDLER_ERROR "
-# Set before the interpreter starts: Python reads PYTHONHASHSEED only at start-up and cuBLAS reads its
-# workspace config when the first handle is made.
-DETERMINISM_ENV = {"PYTHONHASHSEED": "0", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
 
 
 @dataclass

@@ -15,6 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
+from .contract import ERROR_PREFIX
 from .errors import EXIT_INPUT, RecipeInputError
 
 CHECK_SCHEMA = "bundler.runtime-check/1"
@@ -90,7 +91,7 @@ def main(argv: list[str]) -> int:
                 raise RecipeInputError(f"{var} is not set", "the runner sets it to the read-only mount")
         run_check(Path(argv[0]), Path(argv[1]), Path(argv[2]))
     except RecipeInputError as error:
-        print("BUNDLER_ERROR " + json.dumps(error.as_event(), sort_keys=True), flush=True)
+        print(ERROR_PREFIX + json.dumps(error.as_event(), sort_keys=True), flush=True)
         print(f"error: {error.message}\nhint: {error.hint}", file=sys.stderr, flush=True)
         return EXIT_INPUT
     except Exception:  # noqa: BLE001 - reported as a crash with its traceback on stderr

@@ -17,6 +17,7 @@ import torch
 
 from . import RESULTS_SCHEMA, distributed
 from .canary import run_canary
+from .contract import EVENT_PREFIX
 from .data import IGNORE_INDEX, check_fields, encode, load_splits, load_tokenizer, train_batches
 from .determinism import configure_determinism
 from .envinfo import capture_environment
@@ -113,7 +114,7 @@ def train_step(
 def emit(event: dict[str, Any]) -> None:
     if not distributed.is_main_process():
         return
-    print("BUNDLER_EVENT " + json.dumps(event, sort_keys=True), flush=True)
+    print(EVENT_PREFIX + json.dumps(event, sort_keys=True), flush=True)
 
 
 def log(message: str) -> None:
