@@ -18,7 +18,7 @@ from bundler.bundle.hashing import canonical_json, sha256_bytes
 from bundler.bundle.verify import verify_bundle
 from bundler.errors import InputError, UnsafeArchiveError, VerifyFailed
 from tests.conftest import run_cli
-from tests.test_bundle_format import add_fake_run, make_bundle
+from tests.fixtures.bundles import add_fake_run, make_bundle
 
 
 def full_bundle(root: Path, tmp: Path) -> Path:

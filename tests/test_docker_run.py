@@ -20,35 +20,15 @@ from typing import Any
 import pytest
 
 from bundler.bundle.bag import RUNS, bundle_id_of, list_runs
-from bundler.recipe.config import load_config
 from bundler.recipe.dockerfile import LABEL_BUNDLE_ID
-from bundler.recipe.images import write_image_lock
 from bundler.runners.docker import build_image, container_process, image_tag, run_kwargs
 from bundler.runners.execute import choose_runner, locate_inputs, run_bundle
 from bundler.runners.launch import RunRequest
-from tests.conftest import QUICKSTART, git, make_git_project, run_cli
+from tests.conftest import git, run_cli
+from tests.fixtures.projects import built_bundle, repinned_quickstart
 
 pytestmark = pytest.mark.docker
 STEPS = 6
-
-
-def repinned_quickstart(root: Path, digest: str | None = None) -> Path:
-    """The quickstart in its own git repo, its base image pinned through this machine's registry."""
-    project = make_git_project(QUICKSTART, root / "quickstart")
-    record = write_image_lock(project, load_config(project).environment, offline=False)
-    if digest is not None:
-        record["digest"] = record["manifest_digest"] = digest
-        (project / "image.lock.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    git(project, "add", "-A")
-    git(project, "commit", "-q", "--allow-empty", "-m", "pin the base image here")
-    return project
-
-
-def built_bundle(root: Path, digest: str | None = None) -> Path:
-    project = repinned_quickstart(root, digest)
-    done = run_cli("build", str(project), "--out", str(root / "bundle"), "--no-run")
-    assert done.returncode == 0, done.stderr
-    return root / "bundle"
 
 
 @pytest.fixture(scope="module")

@@ -283,6 +283,17 @@ def test_bundler_imports_are_deferred_only_to_keep_heavy_libraries_off() -> None
     assert bad == []
 
 
+def test_tests_take_shared_helpers_from_fixtures_not_from_other_test_modules() -> None:
+    tests = Path(__file__).resolve().parent
+    bad = [
+        f"{path.relative_to(tests.parent)}:{node.lineno} imports {node.module}"
+        for path in sorted(tests.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tests.test_")
+    ]
+    assert bad == []
+
+
 # --- the checker itself, on made-up graphs (a check that cannot fail proves nothing) ---
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -80,9 +81,30 @@ def test_gpus_without_an_nvidia_runtime_are_refused() -> None:
     assert caught.value.exit_code == 2
 
 
-def test_nvidia_runtime_or_no_gpus_passes() -> None:
-    check_gpu_runtime({"Runtimes": {"runc": {}, "nvidia": {"path": "nvidia-container-runtime"}}}, "1")
-    check_gpu_runtime({"Runtimes": {"runc": {}}}, None)
+def refused(check: Callable[[], None]) -> bool:
+    try:
+        check()
+    except (EngineUnavailableError, DriverTooOldError):
+        return True
+    return False
+
+
+def test_gpus_are_refused_exactly_when_no_nvidia_runtime_is_registered() -> None:
+    nvidia = {"Runtimes": {"runc": {}, "nvidia": {"path": "nvidia-container-runtime"}}}
+    runc_only = {"Runtimes": {"runc": {}}}
+    outcomes = {
+        (engine, gpus): refused(lambda info=info, gpus=gpus: check_gpu_runtime(info, gpus))
+        for engine, info in (("nvidia", nvidia), ("runc", runc_only))
+        for gpus in ("1", "all", None)
+    }
+    assert outcomes == {
+        ("nvidia", "1"): False,
+        ("nvidia", "all"): False,
+        ("nvidia", None): False,
+        ("runc", "1"): True,
+        ("runc", "all"): True,
+        ("runc", None): False,
+    }
 
 
 def test_driver_older_than_the_image_needs_is_refused() -> None:
@@ -91,10 +113,23 @@ def test_driver_older_than_the_image_needs_is_refused() -> None:
     assert "535.104.05" in str(caught.value) and "570.26" in str(caught.value)
 
 
-def test_newer_driver_no_driver_or_cpu_image_pass() -> None:
-    check_driver(CUDA_LOCK, "580.65.06")
-    check_driver(CUDA_LOCK, None)
-    check_driver(IMAGE_LOCK, "390.1")  # min_driver "none": the CPU image needs no driver
+def test_the_driver_is_refused_exactly_when_older_than_the_image_needs() -> None:
+    outcomes = {
+        (name, driver): refused(lambda lock=lock, driver=driver: check_driver(lock, driver))
+        for name, lock in (("cuda", CUDA_LOCK), ("cpu", IMAGE_LOCK))
+        for driver in ("535.104.05", "570.26", "580.65.06", None)
+    }
+    # the CPU image's min_driver is "none"; no driver visible means nothing to compare (the GPU check refuses)
+    assert outcomes == {
+        ("cuda", "535.104.05"): True,
+        ("cuda", "570.26"): False,
+        ("cuda", "580.65.06"): False,
+        ("cuda", None): False,
+        ("cpu", "535.104.05"): False,
+        ("cpu", "570.26"): False,
+        ("cpu", "580.65.06"): False,
+        ("cpu", None): False,
+    }
 
 
 def test_bundle_on_a_read_only_filesystem_is_refused(tmp_path: Path) -> None:
