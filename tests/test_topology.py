@@ -70,7 +70,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     endpoint = f"127.0.0.1:{_free_port()}"
     rendezvous = ["--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "topology", "--max-restarts", "0"]
     nodes = [
-        _torchrun(paths, root / f"node{i}", "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(i), *rendezvous)
+        _torchrun(
+            paths, root / f"node{i}", "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(i), *rendezvous
+        )
         for i in range(2)
     ]
     _wait(nodes)
