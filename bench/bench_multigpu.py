@@ -3,7 +3,8 @@
 Every trial is a fresh set of processes (`python -m torch.distributed.run --standalone` for 2 GPUs, plain
 python for 1) that runs bundler.runtime's own code, as `python -m runtime` does: distributed.start_world,
 configure_determinism, apply_lora, distributed.seed_rank, make_optimizer and train_step (each rank takes its
-fixed rows of the global batch; gradients summed in rank order). Model: Llama-shaped 1B from a config under
+fixed rows of the global batch; gradients summed in rank order), with the fused path the runtime picks
+(compiled on CUDA; BUNDLER_FUSED=0|eager|1 overrides, as for the runtime). Model: Llama-shaped 1B from a config under
 seed 1234 (hidden 2048, 16 layers, 32 heads, 8 KV heads, intermediate 8192, vocab 128256), bf16 base, LoRA
 r=16 alpha 32 on q/k/v/o/gate/up/down, AdamW, seq 1024, seeded random tokens, loss on every token.
 
@@ -63,6 +64,7 @@ def child(spec: dict) -> None:
     sys.path.insert(0, str(REPO))
     from bundler.runtime import distributed
     from bundler.runtime.determinism import configure_determinism
+    from bundler.runtime.fastpath import enable_fused_path
     from bundler.runtime.modeling import apply_lora, resolve_precision
     from bundler.runtime.train import make_optimizer, train_step
 
@@ -112,6 +114,7 @@ def child(spec: dict) -> None:
     lora = {"r": 16, "alpha": 32, "dropout": spec["dropout"], "target_modules": TARGETS}
     model = apply_lora(base, lora, init_seed=42, compute_dtype=resolve_precision("auto", device))
     optimizer, scheduler = make_optimizer(model, train)
+    settings.update(enable_fused_path(model, optimizer, deterministic=True, quantized=False))
     distributed.seed_rank(settings)
     model.peft_model.train()
     data = torch.randint(0, vocab, (steps, global_batch, seq), generator=torch.Generator().manual_seed(7))
@@ -149,6 +152,7 @@ def child(spec: dict) -> None:
             "adapter_sha": shas[0],
             "ranks_agree": len(set(shas)) == 1,
             "nccl": ".".join(map(str, torch.cuda.nccl.version())) if device.type == "cuda" else None,
+            "fused_path": (settings["fused_path"]["value"] or {"mode": "off"})["mode"],
         }
         Path(spec["out"]).write_text(json.dumps(result))
 
@@ -279,15 +283,14 @@ def main() -> None:
           f"{per_gpu} a GPU, LoRA r=16 on {len(TARGETS)} linear layers, {steps} steps (first {min(5, steps // 4)} "
           "not timed), deterministic\n")  # fmt: skip
     base = by.get("one_b8", {}).get("tok_s")
-    print(
-        "| trial | GPUs | global batch | gradient sum | dropout | tokens/s | x one_b8 | step ms | sum ms | peak GiB |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| trial | GPUs | global batch | gradient sum | dropout | fused | tokens/s | x one_b8 | step ms | sum ms |"
+          " peak GiB |\n|---|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
     for name, r in by.items():
         ratio = f"{r['tok_s'] / base:.2f}x" if base else "-"
         peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
-        print(f"| {name} | {r['world_size']} | {r['global_batch']} | {r['reduction']} | {r['dropout']} | "
-              f"{r['tok_s'] / 1000:.1f}k | {ratio} | {r['step_ms']:.0f} | {r['reduce_ms']:.2f} | {peak} |")  # fmt: skip
+        layout = f"{r['world_size']} | {r['global_batch']} | {r['reduction']} | {r['dropout']} | {r['fused_path']}"
+        print(f"| {name} | {layout} | {r['tok_s'] / 1000:.1f}k | {ratio} | {r['step_ms']:.0f} | "
+              f"{r['reduce_ms']:.2f} | {peak} |")  # fmt: skip
     found = checks(by)
     print()
     for key, value in found.items():
