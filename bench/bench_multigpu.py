@@ -8,7 +8,7 @@ fixed rows of the global batch; gradients summed in rank order), with the fused 
 seed 1234 (hidden 2048, 16 layers, 32 heads, 8 KV heads, intermediate 8192, vocab 128256), bf16 base, LoRA
 r=16 alpha 32 on q/k/v/o/gate/up/down, AdamW, seq 1024, seeded random tokens, loss on every token.
 
-Trials (TRIALS to choose; the default order interleaves 1- and 2-GPU runs):
+Trials (TRIALS to choose; by default all, in this order, the most needed first):
   one_b8       1 GPU, batch 8                    the scaling baseline
   two_a/two_b  2 GPUs, 8 a GPU (global 16)       scaling; the two must give identical adapters and losses
   two_ar       as two_a, gradients by NCCL all_reduce instead of the rank-ordered sum (cost and bits)
@@ -43,9 +43,9 @@ TRIALS = {
     # name: (processes, global batch in per-GPU batches, reduction, LoRA dropout)
     "one_b8": (1, 1, "ordered", 0.05),
     "two_a": (2, 2, "ordered", 0.05),
-    "two_ar": (2, 2, "allreduce", 0.05),
     "one_b16": (1, 2, "ordered", 0.05),
     "two_b": (2, 2, "ordered", 0.05),
+    "two_ar": (2, 2, "allreduce", 0.05),
     "two_nd": (2, 2, "ordered", 0.0),
     "one_b16_nd": (1, 2, "ordered", 0.0),
 }
