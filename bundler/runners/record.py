@@ -109,7 +109,7 @@ def check_outputs(bundle: Path, outputs: RunOutputs, expected_world_size: int | 
     """Every way the outputs disagree with the bundle's recipe (empty: they are a run of it)."""
     import tomllib
 
-    from bundler.bundle.lockfile import parse_lock
+    from bundler.bundle.lockfile import canonical_name, parse_lock
 
     findings: list[str] = []
     results, env = outputs.results, outputs.env
@@ -127,7 +127,7 @@ def check_outputs(bundle: Path, outputs: RunOutputs, expected_world_size: int | 
     for pin in parse_lock(bundle / RECIPE / "requirements.lock"):
         pins.setdefault(pin.name, set()).add(pin.version)
     for name, version in sorted((env.get("libraries") or {}).items()):
-        locked = pins.get(name.lower())
+        locked = pins.get(canonical_name(name))
         if (
             locked
             and str(version) not in locked
