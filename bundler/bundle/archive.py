@@ -138,9 +138,9 @@ class _HashingWriter:
 # --- reading untrusted archives -----------------------------------------------------------------
 
 
-def check_members(archive: Path, members: list[TarMember]) -> str:
+def check_members(archive: Path, members: list[TarMember], problems: list[str] | None = None) -> str:
     """Refuse an archive `bundler export` could not have made (every problem listed); return its top dir."""
-    problems: list[str] = []
+    problems = list(problems or [])
     seen: dict[str, str] = {}
     kinds: dict[str, str] = {}
     for member in members:
@@ -187,8 +187,9 @@ class TarSource:
     def __init__(self, stream: BinaryIO, where: Path, limits: TarLimits | None = None) -> None:
         self.where = where
         self.stream = stream
-        members = scan_tar(stream, where, limits or TarLimits())
-        top = check_members(where, members)
+        scanned = scan_tar(stream, where, limits or TarLimits())
+        members = scanned.members
+        top = check_members(where, members, scanned.problems)
         self.files = {m.name[len(top) + 1 :]: m for m in members if m.kind == "file"}
         self.members = members
         self.top = top

@@ -72,8 +72,16 @@ class TarMember:
     size: int
 
 
-def scan_tar(stream: BinaryIO, where: Path, limits: TarLimits) -> list[TarMember]:
-    """Every member of a tar, checked; UnsafeArchiveError or InputError (both exit 2) naming the rule broken."""
+@dataclass(frozen=True)
+class TarScan:
+    """The accepted members, and every rule a well-formed header broke (the caller refuses them all at once)."""
+
+    members: list[TarMember]
+    problems: list[str]
+
+
+def scan_tar(stream: BinaryIO, where: Path, limits: TarLimits) -> TarScan:
+    """Every header of a tar, checked; damage or a broken bound raises at once (InputError/UnsafeArchiveError, exit 2)."""
     stream.seek(0, 2)
     length = stream.tell()
     stream.seek(0)
@@ -85,6 +93,7 @@ def scan_tar(stream: BinaryIO, where: Path, limits: TarLimits) -> list[TarMember
                 "bundler reads the plain .tar that `bundler export` writes; decompress it first",
             )
     members: list[TarMember] = []
+    problems: list[str] = []
     pax: dict[str, str] = {}
     total = headers = 0
     position = 0
@@ -96,7 +105,7 @@ def scan_tar(stream: BinaryIO, where: Path, limits: TarLimits) -> list[TarMember
             _check_end(stream, where, position, length)
             if pax:
                 raise _damaged(where, "a PAX header is followed by the end of the archive, not by a member")
-            return members
+            return TarScan(members, problems)
         headers += 1
         if headers > 2 * limits.max_members:  # a PAX header counts, so a member may take two headers
             raise UnsafeArchiveError(where, [f"more than {limits.max_members} members"])
@@ -125,31 +134,31 @@ def scan_tar(stream: BinaryIO, where: Path, limits: TarLimits) -> list[TarMember
         name = pax.get("path") or _ustar_name(block, where, position)
         pax = {}
         shown = repr(name[:200])
-        if flag in _REFUSED_TYPES:
-            raise UnsafeArchiveError(
-                where, [f"{shown} is {_REFUSED_TYPES[flag]}; a bundle holds only files and directories"]
-            )
-        if flag not in _TYPES:
-            raise UnsafeArchiveError(where, [f"{shown} has type {flag!r}; a bundle holds only files and directories"])
-        if len(name.encode("utf-8")) > limits.max_name_bytes:
-            raise UnsafeArchiveError(
-                where, [f"a name of {len(name.encode())} bytes, over the limit of {limits.max_name_bytes}"]
-            )
-        if size > limits.max_member_bytes:
-            raise UnsafeArchiveError(
-                where, [f"{shown} is {size} bytes, more than the limit of {limits.max_member_bytes}"]
-            )
-        if _TYPES[flag] == "dir" and size:
-            raise UnsafeArchiveError(where, [f"{shown} is a directory with {size} bytes of data"])
         if data + size > length:
             raise _damaged(where, f"{shown} claims {size} bytes, past the end of the archive: truncated")
+        position = data + _padded(size)
+        # Rules a well-formed header can break: collected, so the refusal lists every one of them at once.
+        if flag in _REFUSED_TYPES or flag not in _TYPES:
+            kind = _REFUSED_TYPES.get(flag, f"of type {flag!r}")
+            problems.append(f"{shown} is {kind}; a bundle holds only regular files and directories")
+            continue
+        if len(name.encode("utf-8")) > limits.max_name_bytes:
+            problems.append(f"a name of {len(name.encode())} bytes, over the limit of {limits.max_name_bytes}")
+            continue
+        if size > limits.max_member_bytes:
+            problems.append(f"{shown} is {size} bytes, more than the limit of {limits.max_member_bytes}")
+        if _TYPES[flag] == "dir" and size:
+            problems.append(f"{shown} is a directory with {size} bytes of data")
         total += size
         if total > limits.max_total_bytes:
-            raise UnsafeArchiveError(where, [f"members total more than the limit of {limits.max_total_bytes} bytes"])
+            raise UnsafeArchiveError(
+                where, [*problems, f"members total more than the limit of {limits.max_total_bytes} bytes"]
+            )
         members.append(TarMember(name.rstrip("/") if _TYPES[flag] == "dir" else name, _TYPES[flag], data, size))
         if len(members) > limits.max_members:
-            raise UnsafeArchiveError(where, [f"{len(members)} members, more than the limit of {limits.max_members}"])
-        position = data + _padded(size)
+            raise UnsafeArchiveError(
+                where, [*problems, f"{len(members)} members, more than the limit of {limits.max_members}"]
+            )
 
 
 def _read_at(stream: BinaryIO, offset: int, size: int) -> bytes:
@@ -170,9 +179,13 @@ def _check_end(stream: BinaryIO, where: Path, position: int, length: int) -> Non
         raise UnsafeArchiveError(where, [f"a zero block at byte {position} is followed by more headers"])
     tail = length - position - 2 * BLOCK
     if tail > RECORD:
-        raise UnsafeArchiveError(where, [f"{tail} bytes follow the end-of-archive blocks (data after the end)"])
+        raise UnsafeArchiveError(
+            where, [f"{tail} bytes follow the end-of-archive blocks (data after the end of the archive)"]
+        )
     if _read_at(stream, position + 2 * BLOCK, tail).strip(b"\x00"):
-        raise UnsafeArchiveError(where, ["data follows the end-of-archive blocks"])
+        raise UnsafeArchiveError(
+            where, ["data after the end of the archive: non-zero bytes follow the end-of-archive blocks"]
+        )
 
 
 def _check_checksum(block: bytes, where: Path, position: int) -> None:
