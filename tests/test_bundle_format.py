@@ -85,7 +85,10 @@ def test_verify_catches_removed_added_and_renamed_files_all_at_once(tmp_path: Pa
     found = findings(bundle)
     assert "data/recipe/requirements.lock: listed in manifest-sha256.txt, not in the bag" in found
     assert "data/recipe/extra.txt: in the bag, not listed in manifest-sha256.txt" in found
-    assert "data/recipe/runtime/moved.py: manifest-sha256.txt lists these bytes as data/recipe/runtime/__init__.py" in found
+    assert (
+        "data/recipe/runtime/moved.py: manifest-sha256.txt lists these bytes as data/recipe/runtime/__init__.py"
+        in found
+    )
 
 
 def test_verify_catches_a_changed_tag_file(tmp_path: Path) -> None:

@@ -76,18 +76,6 @@ BUILD_TYPE = "urn:bundler:buildtype:lora-finetune:v1"
 BUILDER_ID = f"urn:bundler:builder:bundler@{__version__}"
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 def write_provenance(bundle: Path, run_id: str) -> list[Path]:
     """Write the RO-Crate metadata and the run's statement and manifest; keep the bag valid; return the paths."""
     open_bundle(bundle)
@@ -250,10 +238,6 @@ def resolved_dependencies(bundle: Path, payload: Mapping[str, str]) -> list[dict
     return deps
 
 
-
-
-
-
 def _seeds(config: Mapping[str, Any]) -> dict[str, Any]:
     seeds = {
         "project.seed": (config.get("project") or {}).get("seed"),
@@ -272,25 +256,7 @@ def _file(payload: Mapping[str, str], rel: str, **annotations: Any) -> dict[str,
     return entry
 
 
-
-
 # --- checking ---
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 # --- RO-Crate (Process Run Crate) ---

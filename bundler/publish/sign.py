@@ -111,10 +111,17 @@ def _add_directory(bundle: Path, rel: str, files: dict[str, str]) -> None:
                 os.fsync(directory)
             finally:
                 os.close(directory)
-    except BaseException:
+    except BaseException as exc:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            from bundler.errors import InputError
+
+            raise InputError(
+                f"cannot write the signature {rel} into {bundle}: {exc.strerror or exc}; nothing was added",
+                "free space or fix permissions, then run `bundler sign` again",
+            ) from None
         raise
     finally:
         os.close(holder)
