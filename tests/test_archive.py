@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from bundler.bundle import bag as fmt
-from bundler.bundle.verify import verify_bundle
 from bundler.bundle.archive import ImportLimits, export_bundle, import_bundle, verify_archive
-from bundler.errors import InputError, UnsafeArchiveError, VerifyFailed
 from bundler.bundle.hashing import canonical_json, sha256_bytes
+from bundler.bundle.verify import verify_bundle
+from bundler.errors import InputError, UnsafeArchiveError, VerifyFailed
 from tests.conftest import run_cli
 from tests.test_bundle_format import add_fake_run, make_bundle
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from bundler.bundle import bag as fmt
 from bundler.bundle import attest
+from bundler.bundle import bag as fmt
+from bundler.bundle.hashing import canonical_json
+from bundler.bundle.signing import generate_key, load_public_key
 from bundler.bundle.verify import verify_bundle
 from bundler.errors import InputError
 from bundler.publish import provenance
-from bundler.bundle.hashing import canonical_json
-from bundler.bundle.signing import generate_key, load_public_key
 from bundler.publish.sign import sign_bundle
 from tests.conftest import run_cli
 
@@ -616,8 +616,8 @@ def test_a_signed_run_pushes_its_signed_statement_and_verifies_once_signed_again
     import huggingface_hub.constants
     from huggingface_hub import hf_hub_download
 
-    from bundler.publish.push import push_run
     from bundler.bundle.signing import verify_envelope
+    from bundler.publish.push import push_run
     from tests.fixtures.hub_server import HubServer
     from tests.test_card import make_run_bundle as make_card_bundle
 

@@ -81,7 +81,7 @@ class TarScan:
 
 
 def scan_tar(stream: BinaryIO, where: Path, limits: TarLimits) -> TarScan:
-    """Every header of a tar, checked; damage or a broken bound raises at once (InputError/UnsafeArchiveError, exit 2)."""
+    """Every header of a tar, checked; damage or a broken bound raises at once (exit 2), naming the rule."""
     stream.seek(0, 2)
     length = stream.tell()
     stream.seek(0)
