@@ -30,11 +30,16 @@ from tests.test_tarscan import mutate  # noqa: E402
 
 
 def mutations(rng: random.Random) -> list[tuple[str, int, int]]:
+    """The same mix the Hypothesis strategy draws from (tests/test_tarscan.py MUTATION)."""
     out = []
     for _ in range(rng.randint(1, 4)):
-        kind = rng.choice(["flip", "cut", "field", "insert"])
+        kind = rng.choice(["flip", "cut", "field", "pax", "insert"])
         if kind == "field":
-            out.append((kind, rng.randint(0, 64), rng.choice([100, 124, 136, 148, 156, 157, 257, 345])))
+            out.append((kind, rng.randint(0, 1 << 10), rng.choice([0, 100, 124, 136, 148, 156, 257, 345])))
+        elif kind == "pax":
+            out.append((kind, rng.randint(0, 1 << 10), rng.randint(0, 255)))
+        elif kind == "insert":
+            out.append((kind, rng.randint(0, 64), rng.randint(0, 255)))
         else:
             out.append((kind, rng.randint(0, 1 << 20), rng.randint(1, 255)))
     return out

@@ -177,28 +177,79 @@ def test_import_removes_stale_partials_a_killed_import_left(tmp_path: Path, expo
 MUTATION = st.one_of(
     st.tuples(st.just("flip"), st.integers(0, 1 << 20), st.integers(1, 255)),
     st.tuples(st.just("cut"), st.integers(0, 1 << 20), st.just(0)),
-    st.tuples(st.just("field"), st.integers(0, 64), st.sampled_from([100, 124, 136, 148, 156, 157, 257, 345])),
+    st.tuples(st.just("field"), st.integers(0, 1 << 10), st.sampled_from([0, 100, 124, 136, 148, 156, 257, 345])),
+    st.tuples(st.just("pax"), st.integers(0, 1 << 10), st.integers(0, 255)),
     st.tuples(st.just("insert"), st.integers(0, 64), st.integers(0, 255)),
 )
-FIELD_VALUES = [b"\xff" * 12, b"77777777777\x00", b"-1\x00", b"x", b"5", b"S", b"L", b"ustar  \x00", b"\x00" * 12]
+FIELD_VALUES = [
+    b"\xff" * 12,
+    b"77777777777\x00",
+    b"-1\x00",
+    b"x",
+    b"5",
+    b"S",
+    b"L",
+    b"2",
+    b"ustar  \x00",
+    b"\x00" * 12,
+    b"../../escape\x00",
+    b"/etc/passwd\x00",
+]
+PAX_RECORDS = [
+    ("path", "../../escape"),
+    ("path", "/abs"),
+    ("path", "x" * 5000),
+    ("size", "99999999999999999999"),
+    ("size", "-1"),
+    ("GNU.sparse.map", "0,1"),
+    ("linkpath", "/etc/passwd"),
+    ("mtime", "1.5"),
+    ("comment", "hello"),
+]
+
+
+def header_offsets(data: bytes | bytearray) -> list[int]:
+    """Where the headers of a (possibly already mutated) archive start, as far as they can be followed."""
+    offsets, at = [], 0
+    while at + BLOCK <= len(data) and data[at : at + BLOCK] != bytes(BLOCK) and len(offsets) < 10_000:
+        offsets.append(at)
+        digits = bytes(data[at + 124 : at + 136]).strip(b" \x00")
+        size = int(digits, 8) if digits and all(48 <= c <= 55 for c in digits) else 0
+        at += BLOCK + -(-size // BLOCK) * BLOCK
+    return offsets
+
+
+def with_checksum(block: bytes | bytearray) -> bytes:
+    block = bytearray(block)
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\x00 " % sum(block)
+    return bytes(block)
 
 
 def mutate(data: bytes, mutations: list[tuple[str, int, int]]) -> bytes:
+    """Apply mutations; header-aware ones (field, pax) keep checksums valid so they reach past the checksum."""
     out = bytearray(data)
     for kind, where, value in mutations:
         if not out:
             break
+        headers = header_offsets(out)
         if kind == "flip":
             out[where % len(out)] ^= value
         elif kind == "cut":
             del out[where % len(out) :]
-        elif kind == "field":
-            at = (where * BLOCK) % max(len(out), 1) + value
-            patch = FIELD_VALUES[where % len(FIELD_VALUES)]
-            out[at : at + len(patch)] = patch
-        else:
+        elif kind == "field" and headers:
+            at = headers[where % len(headers)]
+            patch = FIELD_VALUES[(where // len(headers)) % len(FIELD_VALUES)]
+            block = bytearray(out[at : at + BLOCK])
+            block[value : value + len(patch)] = patch[: BLOCK - value]
+            out[at : at + BLOCK] = block[:BLOCK] if value == 148 else with_checksum(block[:BLOCK])
+        elif kind == "pax" and headers:
+            key, text = PAX_RECORDS[value % len(PAX_RECORDS)]
+            at = headers[where % len(headers)]
+            out[at:at] = pax(record(key, text))
+        elif kind == "insert":
             at = (where * BLOCK) % max(len(out), 1)
-            out[at:at] = bytes([value]) * BLOCK
+            out[at:at] = bytes([value % 256]) * BLOCK
     return bytes(out)
 
 
