@@ -275,3 +275,31 @@ def test_fuzz_reader_never_hangs_crashes_or_writes_outside_its_temp_dir(
     sandbox = work / "sandbox"
     if sandbox.exists():
         assert [p.name for p in sandbox.iterdir()] in ([], ["out"])  # no .partial outlives the command
+
+
+def test_an_import_terminated_with_sigterm_leaves_no_partial_directory(tmp_path: Path) -> None:
+    import signal
+
+    bundle = full_bundle(tmp_path / "bundle", tmp_path / "run")
+    from tests.test_bundle_format import add_fake_run
+
+    add_fake_run(bundle, tmp_path / "big", payload=os.urandom(1 << 20) * 64)  # 64 MiB: the import takes a while
+    export_bundle(bundle, tmp_path / "b.tar")
+    target = tmp_path / "target"
+    target.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bundler", "import", str(tmp_path / "b.tar"), "--out", str(target / "out")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    deadline = time.monotonic() + 60
+    while not any(p.name.endswith(".partial") for p in target.iterdir()):
+        assert process.poll() is None, "the import finished before it could be terminated"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert list(target.iterdir()) == []
