@@ -132,6 +132,14 @@ def test_too_many_members_and_long_names_are_refused(tmp_path: Path) -> None:
         verify_stream(io.BytesIO(long), tmp_path / "l.tar")
 
 
+def test_many_deep_names_are_refused_in_bounded_time(tmp_path: Path) -> None:
+    deep = "b/" + "/".join(["d"] * 2000)  # 4001 bytes: under the name limit, far over the depth limit
+    data = b"".join(pax(record("path", f"{deep}{i}")) + member(b"x", b"") for i in range(200)) + END
+    assert len(data) <= 1 << 20
+    raised = judged(data, tmp_path)
+    assert isinstance(raised, UnsafeArchiveError) and "over the limit of 64" in str(raised)
+
+
 def test_a_sparse_member_claiming_2_gb_is_never_written(tmp_path: Path, exported: bytes) -> None:
     body = exported.rstrip(b"\x00")
     body += bytes(-len(body) % BLOCK)

@@ -59,6 +59,8 @@ class TarLimits:
     max_member_bytes: int = 512 * 1024**3
     max_total_bytes: int = 2 * 1024**4
     max_name_bytes: int = 4096
+    # A bundle is ~6 levels deep; bounding depth keeps the parent checks of import linear in the archive's size.
+    max_depth: int = 64
     max_pax_bytes: int = 64 * 1024
 
 
@@ -144,6 +146,11 @@ def scan_tar(stream: BinaryIO, where: Path, limits: TarLimits) -> TarScan:
             continue
         if len(name.encode("utf-8")) > limits.max_name_bytes:
             problems.append(f"a name of {len(name.encode())} bytes, over the limit of {limits.max_name_bytes}")
+            continue
+        if name.count("/") > limits.max_depth:
+            problems.append(
+                f"{shown[:80]}... is {name.count('/')} directories deep, over the limit of {limits.max_depth}"
+            )
             continue
         if size > limits.max_member_bytes:
             problems.append(f"{shown} is {size} bytes, more than the limit of {limits.max_member_bytes}")
