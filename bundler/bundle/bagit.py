@@ -16,7 +16,7 @@ from typing import Protocol
 
 from bundler.bundle.finding import Finding
 from bundler.bundle.hashing import ALGORITHMS, decode_path
-from bundler.errors import NotABundleError
+from bundler.errors import InputError, NotABundleError
 
 BAGIT_VERSION = "1.0"
 # Tag files (manifests included) are read whole; a genuine one of a bundle of 200,000 files is ~30 MB.
@@ -295,16 +295,29 @@ class DirectorySource:
         return self._sizes
 
     def read(self, rel: str) -> bytes:
-        return (self.where / rel).read_bytes()
+        try:
+            return (self.where / rel).read_bytes()
+        except OSError as exc:
+            raise _unreadable(self.where, exc) from None
 
     def digests(self, algorithms: Iterable[str]) -> dict[str, dict[str, str]]:
         from bundler.bundle.hashing import digest_files
 
-        hashed = digest_files([self.where / rel for rel in self._sizes], algorithms)
+        try:
+            hashed = digest_files([self.where / rel for rel in self._sizes], algorithms)
+        except OSError as exc:
+            raise _unreadable(self.where, exc) from None
         return {p.relative_to(self.where).as_posix(): d for p, d in hashed.items()}
 
     def listing_findings(self) -> list[Finding]:
         return list(self._odd)
+
+
+def _unreadable(root: Path, exc: OSError) -> InputError:
+    return InputError(
+        f"{exc.filename or root} cannot be read ({exc.strerror or exc}); the bundle cannot be verified",
+        "check the file's permissions, and that nothing changes the bundle while it is verified",
+    )
 
 
 def bag_info_pairs(text: str | None) -> list[tuple[str, str]]:
