@@ -601,3 +601,35 @@ class DriverTooOldError(EnvironmentSetupError):
         self.installed = installed
         self.required = required
         self.cuda = cuda
+
+
+# --- record (runners/record.py) ---
+
+
+class NotRunOutputsError(InputError):
+    """`bundler record`: the directory is missing, or is not what the runtime writes (exit 2)."""
+
+    def __init__(self, output_dir: Path, reason: str):
+        super().__init__(
+            f"{output_dir} is not a run's outputs: {reason}",
+            "pass the directory rank 0 wrote (the --output-uri volume's contents: results.json, env.json, "
+            "metrics.jsonl, adapter/)",
+        )
+        self.output_dir = output_dir
+        self.reason = reason
+
+
+class RunOutputsRejected(CheckFailed):
+    """`bundler record`: the outputs do not match the bundle's recipe; nothing was added (exit 1)."""
+
+    def __init__(self, output_dir: Path, bundle_id: str, findings: Sequence[str]):
+        super().__init__(output_dir, bundle_id, findings)
+        self.output_dir = output_dir
+        self.bundle_id = bundle_id
+        self.findings = list(findings)
+
+    def __str__(self) -> str:
+        head = f"{self.output_dir}: refused as a run of bundle {self.bundle_id[:12]}, {len(self.findings)} finding(s)"
+        return "\n".join([head, *(f"  - {f}" for f in self.findings)])
+
+    hint = "nothing was added to the bundle; run the manifests `bundler run BUNDLE --emit kubernetes` wrote for it"

@@ -439,6 +439,7 @@ class BundleFacts:
             ("Python", _public(self.env.get("python"))),
             ("Platform", _public(self.env.get("platform"))),
             ("Image digest at run time", _code(self.env.get("image_digest"))),
+            ("Data parallel", _public(_world_text(self.env.get("distributed") or {}))),
             (
                 "Libraries",
                 _public(", ".join(f"{k} {v}" for k, v in sorted(libraries.items())) if libraries else None),
@@ -507,6 +508,15 @@ def _public(value: object) -> str:
     if _LOCAL_PATH.search(text):
         return "(withheld: local path)"
     return text
+
+
+def _world_text(world: dict[str, Any]) -> str:
+    """World size, topology, backend and NCCL version of a run (env.json `distributed`)."""
+    size = world.get("world_size", 1)
+    if size == 1:
+        return "1 process"
+    nccl = f", NCCL {world['nccl']}" if world.get("nccl") else ""
+    return f"world size {size} ({world.get('topology') or 'topology not recorded'}), {world.get('backend')}{nccl}"
 
 
 def _code(value: object) -> str:
