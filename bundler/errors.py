@@ -49,6 +49,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -206,10 +207,10 @@ class StaleLockError(CheckFailed):
 
 @dataclass
 class VerifyFailed(CheckFailed):
-    """A bundle's files do not match its manifests."""
+    """A bundle failed a check verify makes; `findings` are bundler.bundle.finding.Finding (printed with str)."""
 
     bundle: Path
-    findings: list[str] = field(default_factory=list)
+    findings: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         super().__init__(self.bundle, self.findings)
@@ -218,7 +219,12 @@ class VerifyFailed(CheckFailed):
         head = f"{self.bundle}: verify failed, {len(self.findings)} finding(s)"
         return "\n".join([head, *(f"  - {f}" for f in self.findings)])
 
-    hint = "the bundle was changed after it was written; restore it from its archive or rebuild it"
+    @property
+    def hint(self) -> str:  # type: ignore[override]
+        kinds = {getattr(f, "kind", "") for f in self.findings}
+        if kinds and kinds <= {"signed-changed", "signed-missing", "unsigned-addition"}:
+            return "files changed after the bundle was signed; if the change is yours (e.g. `bundler push`), sign again"
+        return "the bundle was changed after it was written; restore it from its archive or rebuild it"
 
 
 # --- pinning (lock.py, images.py, wheelhouse.py) ---
