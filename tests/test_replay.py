@@ -23,6 +23,7 @@ from bundler.audit.runcompare import parse_tolerance
 from bundler.bundle.bag import RUNS, add_run, list_runs
 from bundler.bundle.verify import verify_bundle
 from bundler.errors import InputError, ToleranceError
+from bundler.publish.provenance import write_provenance
 from tests.conftest import git, make_git_project, run_cli
 from tests.fixtures.recorded_runs import LOSSES, compare, env_record, make_bundle, record
 
@@ -276,6 +277,7 @@ def test_a_run_recorded_under_another_seed_diverges_and_names_the_seed(built: di
     staged = built["root"] / "staged-variant-run"
     shutil.copytree(variant_run, staged, ignore=shutil.ignore_patterns("run.json", "README.md", "loss.png"))
     grafted = add_run(bundle, staged, {"run.json": (variant_run / "run.json").read_bytes()})
+    write_provenance(bundle, grafted)
     assert verify_bundle(bundle).ok
 
     result = run_cli("replay", str(bundle), "--run", grafted[:12], "--json", "--report", str(bundle.parent / "rep"))

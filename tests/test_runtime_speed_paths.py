@@ -180,3 +180,19 @@ def test_grouped_lora_with_dropout_matches_its_formula_and_gradients():
     assert torch.allclose(x.grad.double(), x64.grad, rtol=1e-5, atol=1e-5)
     for got, ref in params:
         assert torch.allclose(got.grad.double(), ref.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("packed", [False, True])
+def test_canary_passes_twice_on_cpu_kernels_and_leaves_the_adapter_unchanged(fused: bool, packed: bool):
+    from bundler.runtime.canary import _one_pass
+
+    model = tiny_lora(dropout=0.1)
+    if fused:
+        with_fused(model, compiled=False)
+    before = {n: p.detach().clone() for n, p in model.peft_model.named_parameters() if p.requires_grad}
+    first, second = _one_pass(model, (2, 16), packed), _one_pass(model, (2, 16), packed)
+    assert first_difference(first, second) is None
+    assert len(first) > 10
+    after = {n: p.detach() for n, p in model.peft_model.named_parameters() if p.requires_grad}
+    assert all(torch.equal(before[n], after[n]) for n in before)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bundler.bundle.atomic import atomic_write_bytes
-from bundler.bundle.bag import read_json_object, record_run_file
+from bundler.bundle.bag import SIGNATURES, read_json_object, record_run_file
 from bundler.errors import CardMetadataError, InputError
 from bundler.paths import render_template
 from bundler.publish.cardfacts import (
@@ -176,18 +176,26 @@ def render_card(bundle_dir: Path, run_id: str, *, repo_id: str | None = None, st
 
 
 def provenance_rows(bundle_dir: Path, run_id: str) -> list[tuple[str, str]]:
-    """Lineage rows linking the run's signed in-toto statement, when `bundler sign` made one (issue 10).
+    """Lineage rows linking the run's signed in-toto statement in the newest signature (`bundler sign`).
 
-    `bundler push` uploads the tag area under bundle/, so the link resolves in the Hub repo.
+    `bundler push` uploads the tag area under bundle/, so the link resolves in the Hub repo. A signature
+    covers every file of the bundle at signing time, this card included (bundler.bundle.attest).
     """
-    envelope = f"provenance/{run_id}.intoto.dsse.json"
-    if not (bundle_dir / envelope).is_file():
+    # deferred: it loads cryptography, which writing a card for an unsigned bundle should not pay for
+    from bundler.bundle.attest import SIGNER_FILE, envelope_file, signature_dirs
+
+    root = bundle_dir / SIGNATURES
+    names = signature_dirs([f"{SIGNATURES}/{p.name}/x" for p in root.iterdir()]) if root.is_dir() else []
+    signed = [n for n in names if (root / n / envelope_file(run_id)).is_file()]
+    if not signed:
         return []
-    keyid = read_json_object(bundle_dir / "provenance" / "signer.json").get("keyid")
+    envelope = f"{SIGNATURES}/{signed[-1]}/{envelope_file(run_id)}"
+    keyid = read_json_object(root / signed[-1] / SIGNER_FILE).get("keyid")
     link = f"[bundle/{envelope}](bundle/{envelope})"
     return [
         ("Signed provenance", cell(f"{link} (in-toto SLSA v1 statement, DSSE ed25519)")),
         ("Signing key", cell(code(keyid))),
+        ("Signature covers", cell("every file of the bundle when it was signed, this card included")),
     ]
 
 

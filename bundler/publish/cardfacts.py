@@ -165,6 +165,7 @@ class BundleFacts:
             ("Python", public(self.env.get("python"))),
             ("Platform", public(self.env.get("platform"))),
             ("Image digest at run time", code(self.env.get("image_digest"))),
+            ("Data parallel", public(_world_text(self.env.get("distributed") or {}))),
             (
                 "Libraries",
                 public(", ".join(f"{k} {v}" for k, v in sorted(libraries.items())) if libraries else None),
@@ -227,6 +228,15 @@ def public(value: object) -> str:
     if LOCAL_PATH.search(text):
         return "(withheld: local path)"
     return text
+
+
+def _world_text(world: dict[str, Any]) -> str:
+    """World size, topology, backend and NCCL version of a run (env.json `distributed`)."""
+    size = world.get("world_size", 1)
+    if size == 1:
+        return "1 process"
+    nccl = f", NCCL {world['nccl']}" if world.get("nccl") else ""
+    return f"world size {size} ({world.get('topology') or 'topology not recorded'}), {world.get('backend')}{nccl}"
 
 
 def code(value: object) -> str:

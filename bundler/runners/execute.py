@@ -83,14 +83,19 @@ def run_bundle(
         tracking=tracking,
     )
     run_id = execute(runner, request)
-    ui.stage(f"run {run_id[:12]} recorded; writing the model card")
-    write_card(bundle, run_id)
-    reseal_run(bundle, run_id)
+    annotate_run(bundle, run_id)
+    return run_id
+
+
+def annotate_run(bundle: Path, run_id: str) -> None:
+    """Write a recorded run's model card, re-seal it, and write its statement and the RO-Crate."""
     # deferred: it loads cryptography, which callers that never reach this line should not pay for
     from bundler.publish.provenance import write_provenance
 
+    ui.stage(f"run {run_id[:12]} recorded; writing the model card")
+    write_card(bundle, run_id)
+    reseal_run(bundle, run_id)
     write_provenance(bundle, run_id)
-    return run_id
 
 
 def choose_runner(runner: str) -> str:

@@ -25,7 +25,14 @@ def _fixed(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, see
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
 
 
-def _fused_trace(model: Any, shape: tuple[int, int]) -> list[tuple[str, torch.Tensor]]:
+def _packed_positions(batch: int, seq: int, device: torch.device) -> torch.Tensor:
+    """Fixed documents per row (a quarter, a quarter, a half): the packed-attention kernels' input."""
+    cuts = [seq // 4, seq // 4, seq - 2 * (seq // 4)]
+    row = torch.cat([torch.arange(n) for n in cuts])
+    return row[None].expand(batch, seq).contiguous().to(device)
+
+
+def _fused_trace(model: Any, shape: tuple[int, int], packed: bool) -> list[tuple[str, torch.Tensor]]:
     """Layer 0 and the loss head of the fused path: forward outputs, then gradients, in order."""
     path = model.fused
     decoder = path.decoder
@@ -36,9 +43,10 @@ def _fused_trace(model: Any, shape: tuple[int, int]) -> list[tuple[str, torch.Te
     vocab = model.lm_head_weight().shape[0]
     x = _fixed((batch * seq, hidden), dtype, model.device, CANARY_SEED).requires_grad_(True)
     ids = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(CANARY_SEED)).to(model.device)
-    h_ids, rope = decoder.embed(ids, None)
+    positions = _packed_positions(batch, seq, model.device) if packed else None
+    h_ids, rope = decoder.embed(ids, positions)
     trace: list[tuple[str, torch.Tensor]] = []
-    h, pending = decoder.layer_forward(layer, x, None, rope, (batch, seq), None, trace)
+    h, pending = decoder.layer_forward(layer, x, None, rope, (batch, seq), positions, trace)
     for _, t in trace:
         if t.requires_grad:
             t.retain_grad()
@@ -59,24 +67,25 @@ def _fused_trace(model: Any, shape: tuple[int, int]) -> list[tuple[str, torch.Te
     return [*trace, ("loss head (fused cross-entropy)", loss), *grads, ("layer input (backward)", x.grad), *params]
 
 
-def _module_trace(model: Any, shape: tuple[int, int]) -> list[tuple[str, torch.Tensor]]:
+def _module_trace(model: Any, shape: tuple[int, int], packed: bool) -> list[tuple[str, torch.Tensor]]:
     """The transformers+peft path: the loss on one row, and every LoRA weight's gradient."""
     _, seq = shape
+    positions = _packed_positions(1, seq, model.device) if packed else None
     vocab = model.lm_head_weight().shape[0]
     ids = torch.randint(0, vocab, (1, seq), generator=torch.Generator().manual_seed(CANARY_SEED)).to(model.device)
     labels = ids.clone()
     labels[:, :1] = IGNORE_INDEX
-    loss = model.loss(ids, labels, float(seq))
+    loss = model.loss(ids, labels, float(seq), positions)
     loss.backward()
     named = [(n, p.grad) for n, p in sorted(model.peft_model.named_parameters()) if p.requires_grad]
     return [("loss", loss), *[(f"{n} (weight gradient)", g) for n, g in named if g is not None]]
 
 
-def _one_pass(model: Any, shape: tuple[int, int]) -> list[tuple[str, torch.Tensor]]:
+def _one_pass(model: Any, shape: tuple[int, int], packed: bool = False) -> list[tuple[str, torch.Tensor]]:
     params = [p for p in model.peft_model.parameters() if p.requires_grad]
     with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
         torch.manual_seed(CANARY_SEED)  # same dropout masks both times; the run's RNG is untouched
-        trace = (_fused_trace if model.fused is not None else _module_trace)(model, shape)
+        trace = (_fused_trace if model.fused is not None else _module_trace)(model, shape, packed)
         result = [(name, t.detach().clone()) for name, t in trace]
     for p in params:
         p.grad = None
@@ -91,7 +100,9 @@ def first_difference(a: list[tuple[str, torch.Tensor]], b: list[tuple[str, torch
     return None
 
 
-def run_canary(model: Any, *, shape: tuple[int, int], deterministic: bool) -> dict[str, dict[str, Any]]:
+def run_canary(
+    model: Any, *, shape: tuple[int, int], deterministic: bool, packed: bool = False
+) -> dict[str, dict[str, Any]]:
     """Run the canary on CUDA (skipped on the CPU); return env.json settings, claim included."""
     if model.device.type != "cuda":
         return {"determinism_canary": {"value": "skipped", "why": "CPU kernels: covered by CI's two-run tests"}}
@@ -103,7 +114,7 @@ def run_canary(model: Any, *, shape: tuple[int, int], deterministic: bool) -> di
     if model.fused is not None:
         model.fused.refresh()
     try:
-        first, second = _one_pass(model, shape), _one_pass(model, shape)
+        first, second = _one_pass(model, shape, packed), _one_pass(model, shape, packed)
     finally:
         with torch.no_grad():
             for p, saved in b_weights:
@@ -118,6 +129,7 @@ def run_canary(model: Any, *, shape: tuple[int, int], deterministic: bool) -> di
         "tensors_compared": len(first),
         "scope": "fused layer 0 + loss head" if model.fused is not None else "transformers loss on one row",
         "shape": list(shape),
+        "packed": packed,
         "seconds": round(time.perf_counter() - started, 3),
     }
     claim = deterministic and differs is None

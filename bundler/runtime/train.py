@@ -219,7 +219,8 @@ def run_training(
         max_len=max_len,
     )
     distributed.seed_rank(determinism)
-    determinism.update(run_canary(model, shape=(batch_size, max_len), deterministic=deterministic))
+    packed = train.packing
+    determinism.update(run_canary(model, shape=(batch_size, max_len), deterministic=deterministic, packed=packed))
     log(f"training {steps} steps on {device} ({dtype}), {len(encoded['train'])} train examples")
 
     out.mkdir(parents=True, exist_ok=True)
