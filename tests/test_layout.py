@@ -221,10 +221,7 @@ def where(imp: Import) -> str:
 
 # Cycles that landed from work in progress elsewhere, each with the issue that removes it; the test
 # fails on any other cycle, and on a listed one that is gone (so the list only shrinks).
-KNOWN_CYCLES = {
-    # packing.py imports data's IGNORE_INDEX and Encoded; data.py defers `from .packing import ...`.
-    ("bundler.runtime.data", "bundler.runtime.packing"): "issue 19 (fused training path, work in progress)",
-}
+KNOWN_CYCLES: dict[tuple[str, ...], str] = {}
 
 
 def test_no_import_cycle_deferred_imports_counted() -> None:
