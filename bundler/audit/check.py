@@ -46,6 +46,7 @@ from bundler.errors import (
     ReferenceMissingError,
 )
 from bundler.recipe.lockenv import ensure_venv, venv_python
+from bundler.records import RunView
 from bundler.runners.execute import locate_inputs
 from bundler.runners.host import checked_drift
 from bundler.runners.launch import RunRequest, runtime_env, stream_runtime
@@ -229,7 +230,8 @@ def check_run(
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    results, run_record, run_env = (read_json_object(run_dir / n) for n in ("results.json", "run.json", "env.json"))
+    run = RunView.read(run_dir)
+    results, run_record, run_env = run.results, run.record, run.env
     seconds = round(time.perf_counter() - started, 3)
     return {
         "schema": CHECK_SCHEMA,
