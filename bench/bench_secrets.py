@@ -91,7 +91,8 @@ def main() -> None:
     mb = size / 1e6
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"{'case':44} {'seconds':>8} {'MB/s':>8} {'x read':>7}")
-    print(f"{'read the bytes (baseline), ' + format(mb, '.0f') + ' MB':44} {baseline:8.3f} {mb / baseline:8.0f} {1.0:7.1f}")
+    label = f"read the bytes (baseline), {mb:.0f} MB"
+    print(f"{label:44} {baseline:8.3f} {mb / baseline:8.0f} {1.0:7.1f}")
     print(f"{'bundler scan_file, ' + format(mb, '.0f') + ' MB':44} {scan:8.3f} {mb / scan:8.0f} {scan / baseline:7.1f}")
     if ds is not None:
         rate = small_size / 1e6 / ds

@@ -25,8 +25,8 @@ def read_utf8(path: Path) -> str:
     return decode_utf8(path.read_bytes(), path)
 
 
-def check_utf8_file(path: Path, chunk_size: int = 1 << 20) -> None:
-    """Stream `path` and raise NotUtf8Error at its first invalid byte; memory stays at one chunk."""
+def check_utf8_file(path: Path, label: Path | str | None = None, chunk_size: int = 1 << 20) -> None:
+    """Stream `path` and raise NotUtf8Error (naming `label`, default the path) at its first invalid byte."""
     import codecs
 
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -40,11 +40,11 @@ def check_utf8_file(path: Path, chunk_size: int = 1 << 20) -> None:
                 held = len(exc.object) - len(chunk)
                 bad = offset + exc.start - held
                 line = lines + chunk.count(b"\n", 0, max(0, exc.start - held)) + 1
-                raise NotUtf8Error(path, line, bad, exc.object[exc.start]) from None
+                raise NotUtf8Error(label or path, line, bad, exc.object[exc.start]) from None
             lines += chunk.count(b"\n")
             offset += len(chunk)
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError as exc:  # the file ends inside a multi-byte character
             start = offset - len(exc.object) + exc.start
-            raise NotUtf8Error(path, lines + 1, start, exc.object[exc.start]) from None
+            raise NotUtf8Error(label or path, lines + 1, start, exc.object[exc.start]) from None

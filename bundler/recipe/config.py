@@ -62,7 +62,8 @@ class TinyModelConfig(Section):
         # transformers' Llama needs both; without this check the model maker fails in a child process.
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
-                f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads ({self.num_attention_heads})"
+                f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
+                f"({self.num_attention_heads})"
             )
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(
@@ -110,7 +111,9 @@ class DataConfig(Section):
         try:
             fields = template_fields(v)
         except ValueError as exc:
-            raise ValueError(f"prompt_template is not a valid format string ({exc}); write literal braces as {{{{ }}}}")
+            raise ValueError(
+                f"prompt_template is not a valid format string ({exc}); write literal braces as {{{{ }}}}"
+            ) from None
         if "prompt" not in fields:
             raise ValueError("prompt_template must contain {prompt}")
         if any(not name or name.isdigit() for name in fields):
@@ -339,7 +342,9 @@ def _range_of(loc: tuple[Any, ...]) -> str | None:
 
 
 def _number(value: float) -> str:
-    return f"{value:g}" if isinstance(value, float) else f"{value:_}".replace("_", ",") if value >= 10**6 else str(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return f"{value:,}" if value >= 10**6 else str(value)
 
 
 def _problems_from(error: ValidationError, text: str, raw: dict[str, Any]) -> list[ConfigProblem]:
@@ -357,7 +362,8 @@ def _problems_from(error: ValidationError, text: str, raw: dict[str, Any]) -> li
         elif item["type"] == "missing":
             message = "required key is missing"
         elif item["type"] in _RANGE_ERRORS and (bounds := _range_of(loc)):
-            message = f"must be {'a finite number' if _is_float(loc) else 'a whole number'} in {bounds}; got {item.get('input')!r}"
+            kind = "a finite number" if _is_float(loc) else "a whole number"
+            message = f"must be {kind} in {bounds}; got {item.get('input')!r}"
         elif item["type"] == "finite_number":
             message = f"must be a finite number (not inf or nan); got {item.get('input')!r}"
         else:
