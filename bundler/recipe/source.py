@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
@@ -191,7 +192,11 @@ def archive_commit(root: Path, commit: str, rel: str, out: BinaryIO | None = Non
                     info.mode = 0o755 if mode == "100755" else 0o644
                     tar.addfile(info, batch.stdout)  # copies exactly info.size bytes from the pipe
                 batch.stdout.read(1)  # the newline after each object
+    except BaseException:
+        batch.kill()  # git may be blocked writing to a pipe nobody reads any more (e.g. the disk filled up)
+        raise
     finally:
-        batch.stdin.close()
+        with contextlib.suppress(BrokenPipeError):
+            batch.stdin.close()
         batch.wait()
     return buffer.getvalue() if out is None else b""  # type: ignore[union-attr]

@@ -183,7 +183,8 @@ def stream_runtime(command: Sequence[str], env: Mapping[str, str], cwd: Path, la
             stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
-            start_new_session=True,  # its own process group: accelerate's workers end with it
+            process_group=0,  # its own group: ended as one (accelerate's workers too) when the build stops
+            preexec_fn=_die_with_parent,
         )
         assert process.stdout is not None
         try:
@@ -194,6 +195,17 @@ def stream_runtime(command: Sequence[str], env: Mapping[str, str], cwd: Path, la
             end_process_group(process)
             raise
     log.finish(code)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel sends SIGKILL if bundler dies (even by SIGKILL, which runs no cleanup)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass  # not Linux: SIGTERM and Ctrl-C still end the child through end_process_group
 
 
 def end_process_group(process: subprocess.Popen) -> None:  # type: ignore[type-arg]
