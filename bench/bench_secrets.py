@@ -4,7 +4,8 @@ Run: python bench/bench_secrets.py [--mb 256] [--repeat 3] [--detect-secrets-mb 
 The text is made here: Python source, JSON lines and prose, with URLs and identifiers that share the
 rules' anchors (`sk-`, `://`, `hf_`) but are not secrets, so the slow path runs too. Both the scan and
 the baseline read the same file from the page cache (a warm-up pass first) in 1 MiB chunks on one core.
-The target (issue 16): at least 200 MB/s of text on one core. detect-secrets is timed on a smaller
+The target (issue 16): at least 200 MB/s of text on one core, judged by CPU time (process_time), which
+a shared machine does not inflate; wall time is printed beside it. detect-secrets is timed on a smaller
 slice (it reads line by line in Python) and scaled to MB/s.
 """
 
@@ -51,13 +52,19 @@ def read_only(path: Path) -> None:
             pass
 
 
-def best(func, repeat: int) -> float:
-    times = []
+def best(func, repeat: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process), best of `repeat`.
+
+    CPU time is what "on one core" means when the machine is shared: wall time also counts the time other
+    processes held the core (the development machine ran at load 12 on 2 cores during the recorded run).
+    """
+    walls, cpus = [], []
     for _ in range(repeat):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         func()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return min(walls), min(cpus)
 
 
 def detect_secrets_seconds(path: Path) -> float | None:
@@ -68,9 +75,9 @@ def detect_secrets_seconds(path: Path) -> float | None:
         return None
     collection = SecretsCollection()
     with default_settings():
-        start = time.perf_counter()
+        start = time.process_time()
         collection.scan_file(str(path))
-        return time.perf_counter() - start
+        return time.process_time() - start
 
 
 def main() -> None:
@@ -89,16 +96,18 @@ def main() -> None:
         small_size = make_text(small, args.detect_secrets_mb)
         ds = detect_secrets_seconds(small)
     mb = size / 1e6
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"{'case':44} {'seconds':>8} {'MB/s':>8} {'x read':>7}")
-    label = f"read the bytes (baseline), {mb:.0f} MB"
-    print(f"{label:44} {baseline:8.3f} {mb / baseline:8.0f} {1.0:7.1f}")
-    print(f"{'bundler scan_file, ' + format(mb, '.0f') + ' MB':44} {scan:8.3f} {mb / scan:8.0f} {scan / baseline:7.1f}")
+    machine = platform.processor() or platform.machine()
+    load = os.getloadavg()[0]
+    print(f"# {machine}, {os.cpu_count()} cores, Python {platform.python_version()}, load average {load:.1f}")
+    print(f"{'case':40} {'wall s':>7} {'CPU s':>7} {'MB/s CPU':>9} {'x read':>7}")
+    rows = [(f"read the bytes (baseline), {mb:.0f} MB", *baseline), (f"bundler scan_file, {mb:.0f} MB", *scan)]
+    for label, wall, cpu in rows:
+        print(f"{label:40} {wall:7.3f} {cpu:7.3f} {mb / cpu:9.0f} {cpu / baseline[1]:7.1f}")
     if ds is not None:
         rate = small_size / 1e6 / ds
-        print(f"{'detect-secrets scan_file, ' + format(small_size / 1e6, '.0f') + ' MB':44} {ds:8.3f} {rate:8.1f} "
-              f"{(mb / rate) / baseline:7.0f}")
-    print(f"target: >= 200 MB/s on one core: {'yes' if mb / scan >= 200 else 'NO'}")
+        label = f"detect-secrets scan_file, {small_size / 1e6:.0f} MB"
+        print(f"{label:40} {'':7} {ds:7.3f} {rate:9.2f} {(mb / rate) / baseline[1]:7.0f}")
+    print(f"target: >= 200 MB/s on one core (CPU time): {'yes' if mb / scan[1] >= 200 else 'NO'}")
 
 
 if __name__ == "__main__":
