@@ -159,11 +159,13 @@ class UnsafeArchiveError(InputError):
 class SecretError(InputError):
     """A value that looks like a secret was found where secrets may not go."""
 
-    def __init__(self, where: str, kind: str):
+    def __init__(self, where: str, kind: str, hint: str = ""):
         super().__init__(
             f"{where} looks like a secret ({kind}); secrets never enter a bundle",
-            "pass tokens through the environment (e.g. HF_TOKEN) at the moment of use, not in config files",
+            hint or "pass tokens through the environment (e.g. HF_TOKEN) at the moment of use, not in config files",
         )
+        self.where = where
+        self.kind = kind
 
 
 class DataSecretError(InputError):

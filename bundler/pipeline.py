@@ -208,6 +208,20 @@ def vendor_wheels(bundle: Path) -> Path:
 
 
 
+def _dataset_members(config: BundleConfig, project: Path) -> list[str]:
+    """The dataset's files as code.tar names them (paths inside the project), for --allow-secrets-in-data."""
+    from bundler.recipe.datasource import find_dataset_files
+
+    found = find_dataset_files(config, project)
+    members = []
+    for name in found.files:
+        try:
+            members.append((found.data_dir / name).relative_to(project).as_posix())
+        except ValueError:
+            continue  # outside the project: not in code.tar
+    return members
+
+
 def check_build(
     project: Path, out: Path, *, vendor_data: bool = True, allow_secrets_in_data: bool = False
 ) -> tuple[BundleConfig, InputReport]:
@@ -248,6 +262,7 @@ def build(
     load_config(project)  # a broken bundle.toml is named before --out is touched
     check_out(out)
     from bundler.bundle.bag import remove_stale_partials, write_tags
+    from bundler.bundle.scrub import secrets_allowed_in
 
     with claim_output(out):
         config, report = check_build(
@@ -258,7 +273,8 @@ def build(
         for finding in report.data_secrets[:20]:
             ui.warn(f"allowed by --allow-secrets-in-data, vendored as is: {finding}")
         remove_stale_partials(out)  # what builds killed by SIGKILL left beside --out (never a running build's)
-        with atomic_dir(out) as work:
+        allowed = _dataset_members(config, project) if allow_secrets_in_data else []
+        with secrets_allowed_in(allowed), atomic_dir(out) as work:
             inputs = write_recipe(
                 config, project, work / RECIPE, allow_dirty=allow_dirty, runner=runner, checked=report
             )

@@ -20,7 +20,8 @@ def build_no_run(project: Path, out: Path, cwd: Path | None = None) -> dict:
 
 def recipe_text(bundle: Path) -> str:
     recipe = bundle / "data" / "recipe"
-    return "".join(p.read_text(errors="replace") for p in sorted(recipe.rglob("*")) if p.is_file() and p.suffix != ".tar")
+    files = [p for p in sorted(recipe.rglob("*")) if p.is_file() and p.suffix != ".tar"]
+    return "".join(p.read_text(errors="replace") for p in files)
 
 
 def test_two_clones_with_other_remotes_branches_and_paths_give_the_same_id(tmp_path: Path) -> None:

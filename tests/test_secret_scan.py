@@ -64,9 +64,9 @@ CASES: dict[str, tuple[str, Callable[[], str], str]] = {
     "GitLab token": (".gitlab-ci.yml", lambda: f"variables:\n  TOKEN: glpat-{rand(20)}\n", "GitLab token"),
     "Slack token": ("notify.py", lambda: f"SLACK = 'xoxb-{rand(12, string.digits)}-{rand(24)}'\n", "Slack token"),
     "W&B netrc": ("netrc", lambda: f"machine api.wandb.ai\n  login user\n  password {rand(40, HEX)}\n", "W&B API key"),
-    "W&B login": ("log.py", lambda: f"wandb.login(key='{rand(40, HEX)}')\n", "W&B API key"),
+    "W&B login": ("log.py", lambda: f"wandb.login(key='{rand(40, HEX)}')", "W&B API key"),
     "OpenAI key": ("chat.py", lambda: f"client = OpenAI(api_key='sk-proj-{rand(48)}')\n", "OpenAI/W&B-style key"),
-    "a token in a binary file": ("logo.png", lambda: "\x89PNG\r\n\x1a\n\0\0hf_" + rand(34) + "\0", "Hugging Face token"),
+    "a token in a binary file": ("logo.png", lambda: "\x89PNG\r\n\x1a\n\0hf_" + rand(34) + "\0", "Hugging Face token"),
 }
 
 
@@ -128,7 +128,8 @@ def test_a_file_larger_than_any_old_cut_off_is_scanned_to_its_end(tmp_path: Path
         handle.truncate(300 * 1024 * 1024)  # sparse: 300 MiB of zeros, past the old 256 MiB limit
         handle.seek(0, 2)
         handle.write(b"\ngithub_pat_" + rand(50).encode() + b"\n")
-    with pytest.raises(SecretError, match=r"weights.bin line 2 \(byte 314572801\): GitHub token"):
+    expected = r"weights.bin line 2 \(byte 314572801\) looks like a secret \(GitHub token\)"
+    with pytest.raises(SecretError, match=expected):
         refuse_secrets(folder, values=())
 
 

@@ -244,7 +244,8 @@ def test_any_config_and_dataset_either_validates_or_exits_2_with_a_message_and_n
 @given(lr=st.floats(min_value=1e-4, max_value=1e-2), r=st.integers(min_value=1, max_value=32))
 def test_a_generated_valid_config_really_trains(tmp_path_factory: pytest.TempPathFactory, lr: float, r: int) -> None:
     root = tmp_path_factory.mktemp("trains")
-    config = with_changes(train={"learning_rate": lr, "max_steps": 4, "eval_every": 2, "warmup_steps": 1}, lora={"r": r})
+    train = {"learning_rate": lr, "max_steps": 4, "eval_every": 2, "warmup_steps": 1}
+    config = with_changes(train=train, lora={"r": r})
     project = make_git_project(write_project(root / "src", config), root / "p")
     out = root / "b"
     result = run_cli("build", str(project), "--out", str(out), "--json")

@@ -9,9 +9,11 @@ Two kinds of evidence (SECRET_PATTERNS below holds the shapes):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -96,8 +98,12 @@ class SecretFinding:
     line: int
     offset: int
 
+    @property
+    def where(self) -> str:
+        return f"{self.path} line {self.line} (byte {self.offset})"
+
     def __str__(self) -> str:
-        return f"{self.path} line {self.line} (byte {self.offset}): {self.kind}"
+        return f"{self.where}: {self.kind}"
 
 
 class SecretScanner:
@@ -252,6 +258,24 @@ def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
 
 
+# Archive members that may hold secrets in this context: the dataset's files inside code.tar under
+# --allow-secrets-in-data (scanned and named on their own). A context variable rather than a parameter
+# because the bundle is sealed (bag.seal_bundle -> refuse_secrets) by code that knows nothing of datasets.
+_ALLOWED_MEMBERS: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "bundler_allowed_secret_members", default=frozenset()
+)
+
+
+@contextlib.contextmanager
+def secrets_allowed_in(members: Iterable[str]) -> Iterator[None]:
+    """Within the block, refuse_secrets does not scan these code.tar members (paths inside the archive)."""
+    token = _ALLOWED_MEMBERS.set(frozenset(members))
+    try:
+        yield
+    finally:
+        _ALLOWED_MEMBERS.reset(token)
+
+
 def refuse_secrets(root: Path, values: Iterable[str] | None = None, label: str = "") -> None:
     """Raise SecretError naming the first file under `root` that holds a secret (recipes are never redacted:
     they are the user's input, and a silently changed recipe would not be what they asked to run).
@@ -261,20 +285,32 @@ def refuse_secrets(root: Path, values: Iterable[str] | None = None, label: str =
     values = secret_values() if values is None else set(values)
     for path in _files(root):
         where = f"{label or root.name}/{path.relative_to(root).as_posix()}"
-        found = scan_tar(path, where, values) if path.suffix == ".tar" else scan_file(path, where, values)
+        if path.suffix == ".tar":
+            found = scan_tar(path, where, values, skip=_ALLOWED_MEMBERS.get())
+        else:
+            found = scan_file(path, where, values)
         if found:
-            raise SecretError(str(found[0]), found[0].kind)
+            committed = path.suffix in (".tar", ".patch")
+            raise SecretError(found[0].where, found[0].kind, _COMMITTED_HINT if committed else "")
 
 
-def scan_tar(path: Path, label: str, values: Iterable[str], *, first_only: bool = True) -> list[SecretFinding]:
-    """Scan each regular member of an uncompressed tar as a stream (no member is read whole)."""
+_COMMITTED_HINT = (
+    "remove it from the commit (rewrite history, e.g. with git filter-repo), revoke it where it was issued, "
+    "and read it from the environment at the moment of use instead"
+)
+
+
+def scan_tar(
+    path: Path, label: str, values: Iterable[str], *, first_only: bool = True, skip: Collection[str] = ()
+) -> list[SecretFinding]:
+    """Scan each regular member of an uncompressed tar as a stream (no member is read whole), except `skip`."""
     import tarfile
 
     found: list[SecretFinding] = []
     values = list(values)
     with tarfile.open(path, mode="r|") as tar:
         for member in tar:
-            if not member.isreg():
+            if not member.isreg() or member.name in skip:
                 continue
             handle = tar.extractfile(member)
             if handle is None:
@@ -297,7 +333,7 @@ def scrub_tree(root: Path, values: Iterable[str] | None = None) -> list[Path]:
             with path.open("rb") as stream:
                 found = exact.scan(stream, f"{root.name}/{path.relative_to(root).as_posix()}")
             if found:
-                raise SecretError(str(found[0]), found[0].kind)
+                raise SecretError(found[0].where, found[0].kind)
             continue
         text = path.read_bytes().decode("utf-8", errors="surrogateescape")
         clean = scrub_text(text, values)
