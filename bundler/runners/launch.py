@@ -142,6 +142,11 @@ class RuntimeLog:
                 "the runtime ran out of memory" + (" (killed by the kernel)" if code in (-9, 137) else ""),
                 MEMORY_KNOBS,
             )
+        full = [line for line in self.tail[-15:] if "No space left on device" in line]
+        if full:
+            from bundler.errors import MachineError
+
+            raise MachineError("the run's output directory", "ENOSPC", "the runtime ran out of disk space")
         raise TrainingError(
             f"the runtime exited with code {code}; last lines:\n" + "\n".join(self.tail[-15:]), "\n".join(self.tail)
         )
