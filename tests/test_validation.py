@@ -78,7 +78,7 @@ def test_the_issues_nonsense_numbers_are_refused_together_with_their_ranges() ->
     [
         ("train", {"learning_rate": math.nan}, "train.learning_rate"),
         ("train", {"weight_decay": math.inf}, "train.weight_decay"),
-        ("train", {"warmup_steps": 50, "max_steps": 10}, "warmup_steps (50) must not exceed max_steps (10)"),
+        ("train", {"warmup_steps": 10**8}, "train.warmup_steps"),
         ("train", {"max_seq_len": 300}, "exceeds model.tiny.max_position_embeddings (256)"),
         ("lora", {"dropout": math.nan}, "lora.dropout"),
         ("model.tiny", {"hidden_size": 66}, "must be a multiple of num_attention_heads"),

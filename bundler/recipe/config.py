@@ -165,12 +165,6 @@ class TrainConfig(Section):
     deterministic: bool = True
     num_processes: int = Field(default=1, ge=1, le=1024)
 
-    @model_validator(mode="after")
-    def _warmup_within_steps(self) -> TrainConfig:
-        if self.warmup_steps > self.max_steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) must not exceed max_steps ({self.max_steps})")
-        return self
-
 
 class LoraConfig(Section):
     r: int = Field(default=8, ge=1, le=MAX_LORA_R)
