@@ -49,6 +49,8 @@
         ├── ReplayDiverged            the replay did not reproduce the recorded run
         └── CheckDiverged             an adapter's outputs differ from the run's reference
 
+    Terminated (a KeyboardInterrupt)  SIGTERM/SIGHUP: unwinds like Ctrl-C; exit 128 + the signal
+
 Classes hold structured fields and build their message in __str__; the CLI adds `hint`.
 """
 
@@ -254,6 +256,8 @@ class MachineError(InputError):
         "ENOTDIR": "a directory in that path is a file: choose another path",
         "EISDIR": "that path is a directory where a file was expected: choose another path",
         "EMFILE": "too many open files: raise `ulimit -n` and run again",
+        "ENOENT": "check that the path exists (relative paths are read from the current directory)",
+        "ELOOP": "a symlink on that path points back at itself: fix or remove it",
     }
 
     def __init__(self, path: str, errno_name: str, reason: str):

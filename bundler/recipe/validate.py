@@ -51,15 +51,20 @@ def check_inputs(
     report = InputReport()
     problems: list[str] = []
     found: DatasetFiles | None = None
+    unreadable: BundlerError | None = None
     try:
         found = find_dataset_files(config, project)
         report.rows = read_rows(found, problems)
-    except BundlerError as exc:
-        problems.append(str(exc))
+    except BundlerError as exc:  # no data to check against; still report the model's problems with it
+        unreadable = exc
     model_config = model_shape(config, project, model_dir)
     if model_config is not None:
         problems += check_model(config, model_config)
         report.model_checked = True
+    if unreadable is not None:
+        if not problems:
+            raise unreadable  # alone, it keeps its own next step
+        problems.append(str(unreadable))
     if report.rows:
         problems += check_fields(config, report.rows)
         if not problems:  # token counts need every field present
