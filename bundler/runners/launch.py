@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,7 +189,7 @@ def stream_runtime(command: Sequence[str], env: Mapping[str, str], cwd: Path, la
             text=True,
             errors="replace",
             process_group=0,  # its own group: ended as one (accelerate's workers too) when the build stops
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent(),
         )
         assert process.stdout is not None
         try:
@@ -202,15 +202,20 @@ def stream_runtime(command: Sequence[str], env: Mapping[str, str], cwd: Path, la
     log.finish(code)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: the kernel sends SIGKILL if bundler dies (even by SIGKILL, which runs no cleanup)."""
+def _die_with_parent() -> Callable[[], None] | None:
+    """A pre-exec hook: the kernel SIGKILLs the child if bundler dies (even by SIGKILL, which runs no cleanup).
+
+    prctl is looked up here, in the parent: the hook runs between fork and exec, where a lookup (dlopen's
+    lock, held by another thread at fork time) could deadlock.
+    """
     import ctypes
     import signal
 
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG (Linux)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass  # not Linux: SIGTERM and Ctrl-C still end the child through end_process_group
+        return None  # not Linux: SIGTERM and Ctrl-C still end the child through end_process_group
+    return lambda: prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 def end_process_group(process: subprocess.Popen) -> None:  # type: ignore[type-arg]
