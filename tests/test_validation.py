@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tomli_w
+import tomllib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -185,31 +185,41 @@ def test_the_cli_refuses_bad_input_with_exit_2_and_leaves_nothing_at_out(tmp_pat
 
 # ---------------------------------------------------------------- property tests: validate-only path
 
-_numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(min_value=1e-6, max_value=0.5))
+_wild_numbers = st.floats(allow_nan=True, allow_infinity=True)
 _text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60)
+# Each example breaks a random subset of these (often none): every field is either sane or wild.
+_FIELDS = ("learning_rate", "max_seq_len", "max_steps", "batch_size", "ratios", "r", "template", "responses")
 
 
 @st.composite
 def projects(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    broken = draw(st.sets(st.sampled_from(_FIELDS), max_size=3))
+
+    def pick(name: str, sane: st.SearchStrategy[Any], wild: st.SearchStrategy[Any]) -> Any:
+        return draw(wild if name in broken else sane)
+
     train = {
-        "learning_rate": draw(_numbers),
-        "max_seq_len": draw(st.integers(min_value=-3, max_value=300)),
-        "max_steps": draw(st.one_of(st.integers(min_value=1, max_value=50), st.integers(-5, 10**21))),
+        "learning_rate": pick("learning_rate", st.floats(1e-5, 0.1), _wild_numbers),
+        "max_seq_len": pick("max_seq_len", st.integers(96, 256), st.integers(-3, 300)),
+        "max_steps": pick("max_steps", st.integers(1, 50), st.integers(-5, 10**21)),
         "warmup_steps": draw(st.integers(min_value=0, max_value=5)),
-        "batch_size": draw(st.integers(min_value=0, max_value=16)),
+        "batch_size": pick("batch_size", st.integers(1, 16), st.integers(-2, 10**6)),
     }
-    ratios = draw(st.sampled_from([{"train": 0.8, "val": 0.1, "test": 0.1}, None]))
-    if ratios is None:
-        ratios = {k: draw(_numbers) for k in ("train", "val", "test")}
-    lora = {"r": draw(st.integers(min_value=0, max_value=100)), "dropout": draw(st.floats(0, 0.99))}
-    template = draw(st.sampled_from(["Q: {prompt}\nA: ", "{title} {prompt}", "{prompt", "x" * 200 + "{prompt}"]))
+    sane_ratios = st.just({"train": 0.8, "val": 0.1, "test": 0.1})
+    ratios = pick("ratios", sane_ratios, st.fixed_dictionaries({k: _wild_numbers for k in ("train", "val", "test")}))
+    lora = {"r": pick("r", st.integers(1, 32), st.integers(-1, 10**6)), "dropout": draw(st.floats(0, 0.99))}
+    template = pick(
+        "template",
+        st.sampled_from(["Q: {prompt}\nA: ", "### {prompt} ###"]),
+        st.sampled_from(["{title} {prompt}", "{prompt", "x" * 300 + "{prompt}", "{prompt} {0}"]),
+    )
     config = with_changes(train=train, split={"ratios": ratios}, lora=lora, data={"prompt_template": template})
     del config["data"]["label_field"], config["data"]["date_field"]
     size = draw(st.integers(min_value=1, max_value=12))
     rows = []
     for index in range(size):
         row: dict[str, Any] = {"id": f"e{index}", "prompt": draw(_text)}
-        if draw(st.integers(0, 9)):
+        if "responses" not in broken or draw(st.booleans()):
             row["response"] = draw(_text)
         rows.append(row)
     return config, rows
