@@ -155,7 +155,7 @@ def write_recipe(
     lock_sha = sha256_file(lock_path)
     ui.stage(f"preparing the base model {config.model.id}")
     model_dir, model_record = resolve_model(config, project, lock_path, lock_sha, use_host=runner == "host")
-    if checked is not None and config.model.source == "hub":
+    if checked is not None and not (checked.model_checked and checked.responses_checked):
         validate.check_with_model(config, project, model_dir, checked)  # what waited for the model's files
 
     ui.stage("splitting the dataset (seeded hash assignment, dedupe, leakage check)")

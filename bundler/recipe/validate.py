@@ -70,7 +70,9 @@ def check_inputs(
         if not problems:  # token counts need every field present
             counter = token_counter(config, project, model_dir)
             if counter is None:
-                report.warnings.append("the model's tokenizer is not available yet: response lengths checked later")
+                report.warnings.append(
+                    "the model's tokenizer is not at hand yet: response lengths are checked once it is fetched"
+                )
             else:
                 problems += check_responses(config, report.rows, counter, report.warnings)
                 report.responses_checked = True
