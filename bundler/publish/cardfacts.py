@@ -52,15 +52,17 @@ class BundleFacts:
     def read(cls, bundle_dir: Path, run_dir: Path) -> BundleFacts:
         recipe = RecipeView.of(bundle_dir)
         run = RunView.read(run_dir)
+        bag_info = read_bag_info(bundle_dir)
         lock = recipe.path / "requirements.lock"
         adapter = run_dir / "adapter" / "adapter_model.safetensors"
         return cls(
-            bundle_id=read_bag_info(bundle_dir).get("Bundle-Id"),
+            bundle_id=bag_info.get("Bundle-Id"),
             recipe=recipe,
             model=recipe.record("model.json"),
             dataset=recipe.record("dataset.json"),
             splits=recipe.record("splits.json"),
-            source=recipe.record("source.json"),
+            # The origin URL sits in bag-info.txt, outside the ID (older bundles kept it in source.json).
+            source={"repo": bag_info.get("Source-Origin"), **recipe.record("source.json")},
             image=recipe.record("image.lock.json"),
             lock_sha256=sha256_file(lock) if lock.is_file() else None,
             results=run.results,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from bundler.bundle.hashing import canonical_json, hash_tree, sha256_bytes
 from bundler.errors import InputError, ModelLockStaleError
 from bundler.paths import cache_dir, runtime_source
 from bundler.recipe.config import BundleConfig
-from bundler.recipe.lockenv import run_module
+from bundler.recipe.lockenv import run_module, run_module_here
 
 
 def tiny_model_dir(config: BundleConfig, lock_sha256: str) -> Path:
@@ -38,13 +37,11 @@ def materialize_tiny(config: BundleConfig, lock: Path, lock_sha256: str, use_hos
         package_dir = tmp / "pythonpath"
 
         shutil.copytree(runtime_source(), package_dir / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
+        knobs = ["model.tiny.hidden_size", "model.tiny.intermediate_size", "model.tiny.vocab_size"]
         if use_host:
-            import subprocess
-
-            env = {**os.environ, "PYTHONPATH": str(package_dir), "PYTHONHASHSEED": "0"}
-            subprocess.run([sys.executable, "-m", *args], env=env, check=True, capture_output=True)
+            run_module_here(args, package_dir, knobs)
         else:
-            run_module(lock, args, package_dir)
+            run_module(lock, args, package_dir, knobs)
         if target.exists():
             shutil.rmtree(target)
         os.rename(tmp / "model", target)
