@@ -16,6 +16,7 @@ from typing import Any
 
 from bundler.bundle.bag import PAYLOAD, RECIPE, RUNS, VENDOR, bundle_id_of, payload_hashes
 from bundler.bundle.hashing import hash_files, list_files, sha256_bytes, sha256_file
+from bundler.bundle.oms import MODEL_SIGNATURE
 from bundler.bundle.signing import PublicKey, public_key_from_pem, verify_envelope
 
 PROVENANCE = "provenance"
@@ -74,8 +75,20 @@ def is_publish_rewritten(path: str) -> bool:
 
 
 def signed_payload_view(payload: Mapping[str, str]) -> dict[str, str]:
-    """The payload manifest as signed: every payload file except the run cards and push records."""
-    return {p: s for p, s in payload.items() if p.startswith(PAYLOAD + "/") and not is_publish_rewritten(p)}
+    """The payload manifest as signed: every payload file except the run cards, push records and model.sig.
+
+    model.sig is itself a signature (bundle/oms.py), checked with its key, as the DSSE envelopes are.
+    """
+    return {
+        p: s
+        for p, s in payload.items()
+        if p.startswith(PAYLOAD + "/") and not is_publish_rewritten(p) and not _is_model_signature(p)
+    }
+
+
+def _is_model_signature(path: str) -> bool:
+    match = _RUN_FILE.match(path)
+    return bool(match and match.group(1) == MODEL_SIGNATURE)
 
 
 def run_manifest(payload: Mapping[str, str], run_id: str) -> dict[str, str]:
@@ -181,7 +194,7 @@ def signature_findings(
     try:
         key = public_key_from_pem(str(signer.get("public_key", "")))
     except ValueError:
-        return [f"{SIGNER}: holds no ed25519 public key"]
+        return [f"{SIGNER}: holds no EC or ed25519 public key"]
     findings = []
     if signer.get("keyid") != key.keyid:
         findings.append(f"{SIGNER}: records key ID {signer.get('keyid')}, its public key is {key.keyid}")

@@ -32,11 +32,13 @@ def verify(bundle: Path, trusted_keys: tuple[Path, ...], as_json: bool) -> None:
             raise InputError(
                 "--key checks a bundle directory", "import the archive first: `bundler import X.tar --out DIR`"
             )
+        from bundler.bundle.oms import model_signature_findings
         from bundler.bundle.signing import load_public_key
         from bundler.bundle.verify import bundle_findings
 
         keys = [load_public_key(k) for k in trusted_keys]
         report.findings += [f for f in bundle_findings(bundle, keys) if "trusted key" in f or "not signed" in f]
+        report.findings += model_signature_findings(bundle, keys)
     if as_json:
         emit(report.as_dict(), True, "")
         if not report.ok:

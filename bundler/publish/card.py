@@ -167,6 +167,7 @@ def render_card(bundle_dir: Path, run_id: str, *, repo_id: str | None = None, st
         "base_model": _public(base_model),
         "base_revision": _public(facts.model.get("revision")),
         "verify_command": "bundler verify <bundle>",
+        "model_signature_key": model_signature_key(bundle_dir, run_id),
         "replay_command": f"bundler replay <bundle> --run {run_id}" + check_lines(facts, run_id, repo_id),
     }
     text = render_template(TEMPLATE, **values)
@@ -184,12 +185,21 @@ def provenance_rows(bundle_dir: Path, run_id: str) -> list[tuple[str, str]]:
     envelope = f"provenance/{run_id}.intoto.dsse.json"
     if not (bundle_dir / envelope).is_file():
         return []
-    keyid = read_json_object(bundle_dir / "provenance" / "signer.json").get("keyid")
+    signer = read_json_object(bundle_dir / "provenance" / "signer.json")
+    keyid, algorithm = signer.get("keyid"), signer.get("algorithm", "ed25519")
     link = f"[bundle/{envelope}](bundle/{envelope})"
     return [
-        ("Signed provenance", _cell(f"{link} (in-toto SLSA v1 statement, DSSE ed25519)")),
+        ("Signed provenance", _cell(f"{link} (in-toto SLSA v1 statement, DSSE {algorithm})")),
         ("Signing key", _cell(_code(keyid))),
     ]
+
+
+def model_signature_key(bundle_dir: Path, run_id: str) -> str | None:
+    """The key ID that signed the run's model.sig (OpenSSF Model Signing, issue 21), or None when unsigned."""
+    if not (bundle_dir / "data" / "runs" / run_id / "model.sig").is_file():
+        return None
+    keyid = read_json_object(bundle_dir / "provenance" / "signer.json").get("keyid")
+    return str(keyid) if keyid else None
 
 
 # --- replay section: `bundler check` (check.py, issue 12) ---

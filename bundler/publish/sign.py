@@ -20,17 +20,19 @@ from bundler.bundle.attest import (
     statement_findings,
     statement_name,
 )
-from bundler.bundle.bag import bundle_id_of, list_runs, open_bundle, payload_hashes, write_tags
+from bundler.bundle.bag import RUNS, bundle_id_of, list_runs, open_bundle, payload_hashes, record_run_file, write_tags
 from bundler.bundle.hashing import canonical_json
+from bundler.bundle.oms import ADAPTER_DIR, MODEL_SIGNATURE, can_sign_models, sign_adapter
 from bundler.bundle.signing import PublicKey, load_private_key, sign_envelope
 from bundler.publish.provenance import write_provenance
 
 
 def sign_bundle(bundle: Path, key_path: Path) -> dict[str, Any]:
-    """Sign every run statement and the bundle's signed manifest with the ed25519 key at `key_path`.
+    """Sign every run statement, each run's adapter (OMS model.sig) and the bundle's signed manifest.
 
     Writes missing statements first; refuses (VerifyFailed, exit 1) a bundle whose bag does not
     verify or whose statements no longer match its files, since signing would bless the change.
+    An ed25519 key signs the statements and manifest but cannot make model.sig (OMS takes EC keys).
     """
     from bundler.bundle.verify import verify_bundle
     from bundler.errors import VerifyFailed
@@ -48,7 +50,8 @@ def sign_bundle(bundle: Path, key_path: Path) -> dict[str, Any]:
         raise VerifyFailed(bundle, stale)
 
     public = PublicKey(key.public_key())
-    signer = {"schema": SIGNER_SCHEMA, "algorithm": "ed25519", "keyid": public.keyid, "public_key": public.pem}
+    model_signatures = sign_adapters(bundle, key_path) if can_sign_models(public) else []
+    signer = {"schema": SIGNER_SCHEMA, "algorithm": public.algorithm, "keyid": public.keyid, "public_key": public.pem}
     atomic_write_text(bundle / SIGNER, canonical_json(signer))
     runs = sorted(p.name.removesuffix(".intoto.json") for p in (bundle / PROVENANCE).glob("*.intoto.json"))
     for run_id in runs:
@@ -67,5 +70,17 @@ def sign_bundle(bundle: Path, key_path: Path) -> dict[str, Any]:
         "bundle_id": bundle_id_of(bundle),
         "keyid": public.keyid,
         "runs": runs,
-        "files": sorted([SIGNER, BUNDLE_ENVELOPE, *(envelope_name(r) for r in runs)]),
+        "files": sorted([SIGNER, BUNDLE_ENVELOPE, *(envelope_name(r) for r in runs), *model_signatures]),
+        "model_signatures": model_signatures,
     }
+
+
+def sign_adapters(bundle: Path, key_path: Path) -> list[str]:
+    """Write an OMS model.sig beside every run's adapter/; return their bag-relative paths."""
+    written = []
+    for run_id in list_runs(bundle):
+        adapter = bundle / RUNS / run_id / ADAPTER_DIR
+        if adapter.is_dir():
+            record_run_file(bundle, run_id, MODEL_SIGNATURE, sign_adapter(adapter, key_path))
+            written.append(f"{RUNS}/{run_id}/{MODEL_SIGNATURE}")
+    return written
