@@ -7,26 +7,37 @@ from pathlib import Path
 
 import click
 
-from bundler.cli.options import RUNNER_CHOICE, emit, handles_errors, json_option
+from bundler.cli.options import RUNNER_CHOICE, allow_tag_option, emit, handles_errors, json_option
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("target", metavar="BUNDLE|FILE.tar|oci://HOST/REPO@sha256:DIGEST")
 @click.option(
     "--key",
     "trusted_keys",
     multiple=True,
     type=click.Path(path_type=Path),
-    help="A public key the signatures must come from (repeatable); without it, the recorded signer is checked.",
+    help="A public key the signatures (bundle DSSE and adapter model.sig) must come from (repeatable); "
+    "without it, the recorded signer is checked.",
 )
+@allow_tag_option
 @json_option
 @handles_errors
-def verify(bundle: Path, trusted_keys: tuple[Path, ...], as_json: bool) -> None:
-    """Re-hash every file of BUNDLE; exit 1 naming each changed, missing, extra or renamed file."""
+def verify(target: str, trusted_keys: tuple[Path, ...], allow_tag: bool, as_json: bool) -> None:
+    """Re-hash every file of a bundle; exit 1 naming each changed, missing, extra or renamed file."""
     from bundler.bundle.archive import verify_target
     from bundler.errors import InputError, VerifyFailed
 
-    report = verify_target(bundle)
+    bundle, pulled = Path(target), {}
+    if target.startswith("oci://"):
+        from bundler.oci import verify_from_registry
+
+        report, artifact = verify_from_registry(target, allow_tag=allow_tag)
+        pulled = {"source": str(artifact.reference), "digest": artifact.digest}
+        if artifact.by_tag and not as_json:
+            click.echo(f"note: {target} resolved to {artifact.digest}", err=True)
+    else:
+        report = verify_target(bundle)
     if trusted_keys:
         if not bundle.is_dir():
             raise InputError(
@@ -40,13 +51,15 @@ def verify(bundle: Path, trusted_keys: tuple[Path, ...], as_json: bool) -> None:
         report.findings += [f for f in bundle_findings(bundle, keys) if "trusted key" in f or "not signed" in f]
         report.findings += model_signature_findings(bundle, keys)
     if as_json:
-        emit(report.as_dict(), True, "")
+        emit({**report.as_dict(), **pulled}, True, "")
         if not report.ok:
             sys.exit(1)
         return
     if not report.ok:
-        raise VerifyFailed(bundle, report.findings)
+        raise VerifyFailed(Path(pulled.get("source", target)), report.findings)
     click.echo(f"ok {report.bundle_id} ({report.files_checked} files, {report.bytes_checked} bytes)")
+    if pulled:
+        click.echo(pulled["source"])
 
 
 @click.command()
