@@ -292,7 +292,8 @@ def test_a_registry_that_needs_auth_refuses_without_credentials(
     bundle, _ = unique_bundle(tmp_path / "b")
     result = run_cli("export", str(bundle), "-o", f"oci://{host}/bundler/private", env={"DOCKER_CONFIG": str(tmp_path)})
     assert result.returncode == 2
-    assert "401" in result.stderr and "BUNDLER_REGISTRY_USERNAME" in result.stderr
+    assert "HTTP 401" in result.stderr and 'realm="bundler-test"' in result.stderr  # the registry's own words
+    assert "BUNDLER_REGISTRY_USERNAME" in result.stderr
 
 
 def test_credentials_from_the_environment_or_docker_config_are_used_and_never_written(

@@ -30,7 +30,7 @@ def verify(target: str, trusted_keys: tuple[Path, ...], allow_tag: bool, as_json
 
     bundle, pulled = Path(target), {}
     if target.startswith("oci://"):
-        from bundler.oci import verify_from_registry
+        from bundler.oci.fetch import verify_from_registry
 
         report, artifact = verify_from_registry(target, allow_tag=allow_tag)
         pulled = {"source": str(artifact.reference), "digest": artifact.digest}

@@ -27,7 +27,7 @@ def export(bundle: Path, archive: str, as_json: bool) -> None:
     from bundler.bundle.bag import open_bundle
 
     if archive.startswith("oci://"):
-        from bundler.oci import push_bundle
+        from bundler.oci.push import push_bundle
 
         pushed = push_bundle(open_bundle(bundle), archive)
         emit(pushed.as_dict(), as_json, f"{pushed.digest}  {pushed.reference}")
@@ -70,7 +70,7 @@ def import_(archive: str, out: Path, max_members: int, max_bytes: int, allow_tag
 
     limits = ImportLimits(max_members=max_members, max_member_bytes=max_bytes, max_total_bytes=max_bytes)
     if archive.startswith("oci://"):
-        from bundler.oci import import_from_registry
+        from bundler.oci.fetch import import_from_registry
 
         report, artifact = import_from_registry(archive, out, limits, allow_tag=allow_tag)
         if artifact.by_tag and not as_json:
