@@ -536,6 +536,9 @@ def write_lock(project_dir: Path, env: EnvironmentConfig, *, offline: bool = Fal
     lock = project_dir / env.lock
     if not lock.is_file() or lock.read_text(encoding="utf-8") != content:
         atomic_write_text(lock, content)
+    from bundler.recipe.pylock import write_pylock  # its PEP 751 twin (issue 21)
+
+    write_pylock(lock, env.resolver, python, _UV_PLATFORMS.get(env.platform, ""), used, offline)
     variants = dict(re.findall(r"^# variant: (\S+) from (.+)$", content, flags=re.M))
     return LockResult(
         lock,
