@@ -97,3 +97,18 @@ def test_an_edited_lock_makes_the_pylock_stale(tmp_path: Path, local_index: Path
     assert is_current(result.lock)
     result.lock.write_text(result.lock.read_text() + "\n")
     assert not is_current(result.lock)
+
+
+def test_a_build_puts_the_projects_pylock_into_the_recipe_under_the_id(quickstart: Path, tmp_path: Path) -> None:
+    from bundler.bundle.bag import payload_hashes, recipe_id
+    from tests.conftest import run_cli
+
+    result = run_cli("build", str(quickstart), "--out", str(tmp_path / "out"), "--no-run")
+    assert result.returncode == 0, result.stderr
+    recipe = tmp_path / "out" / "data" / "recipe"
+    assert (recipe / "pylock.toml").read_bytes() == (quickstart / "pylock.toml").read_bytes()
+    hashes = payload_hashes(tmp_path / "out")
+    assert "data/recipe/pylock.toml" in hashes
+    without = {p: s for p, s in hashes.items() if p != "data/recipe/pylock.toml"}
+    assert recipe_id(hashes) != recipe_id(without)  # the bundle ID covers it
+    assert run_cli("verify", str(tmp_path / "out")).returncode == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,12 @@ RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 
 def registry_client(ref: OciReference) -> Any:
     """An oras Registry for `ref`'s host with credentials from the environment or docker's config.json."""
+    if "jsonschema" not in sys.modules:
+        # oras.provider imports jsonschema, whose format checks import rfc3987_syntax, which compiles 38
+        # lark grammars at import: 4.4 of the 4.8 s `import oras.provider` takes (python -X importtime,
+        # 2026-11-30, this machine under load). jsonschema skips that checker when the import fails, and
+        # oras validates no IRI formats, so it is marked absent.
+        sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
     import oras.provider
     import requests
 
