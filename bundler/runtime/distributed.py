@@ -221,10 +221,10 @@ def rank_slice(micro_batches: MicroBatches) -> MicroBatches:
     if _world.size == 1:
         return micro_batches
     share = []
-    for input_ids, labels in micro_batches:
-        rows = input_ids.shape[0] // _world.size
+    for batch in micro_batches:
+        rows = batch[0].shape[0] // _world.size
         lo, hi = _world.rank * rows, (_world.rank + 1) * rows
-        share.append((input_ids[lo:hi], labels[lo:hi]))
+        share.append(tuple(t[lo:hi] for t in batch))
     return share
 
 
