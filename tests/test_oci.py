@@ -307,7 +307,8 @@ def test_credentials_from_the_environment_or_docker_config_are_used_and_never_wr
     docker_config.mkdir()
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     (docker_config / "config.json").write_text(json.dumps({"auths": {host: {"auth": token}}}))
-    result = run_cli("import", pushed["reference"], "--out", str(tmp_path / "in"), env={"DOCKER_CONFIG": str(docker_config)})
+    env = {"DOCKER_CONFIG": str(docker_config)}
+    result = run_cli("import", pushed["reference"], "--out", str(tmp_path / "in"), env=env)
     assert result.returncode == 0, result.stderr
     for path in [*bundle.rglob("*"), *(tmp_path / "in").rglob("*")]:
         if path.is_file():

@@ -24,7 +24,8 @@ def model_signing_verify(model_dir: Path, signature: Path, public_key: Path) -> 
     model_signing = shutil.which("model_signing")
     assert model_signing, "model-signing is not installed (pip install model-signing)"
     return subprocess.run(
-        [model_signing, "verify", "key", str(model_dir), "--signature", str(signature), "--public_key", str(public_key)],
+        [model_signing, "verify", "key", str(model_dir), "--signature", str(signature)]
+        + ["--public_key", str(public_key)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -107,9 +108,8 @@ def test_a_model_sig_by_an_unknown_key_fails_verify_with_exit_1(signed: tuple[Pa
     result = run_cli("verify", str(bundle), "--key", str(tmp_path / "other.pub"))
     assert result.returncode == 1
     assert f"data/runs/{run_id}/model.sig" in result.stderr and "Key mismatch" in result.stderr
-    theirs = model_signing_verify(
-        bundle / "data" / "runs" / run_id / "adapter", bundle / "data" / "runs" / run_id / "model.sig", tmp_path / "other.pub"
-    )
+    run = bundle / "data" / "runs" / run_id
+    theirs = model_signing_verify(run / "adapter", run / "model.sig", tmp_path / "other.pub")
     assert theirs.returncode == 1
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from bundler.bundle.lockfile import parse_lock
 from bundler.recipe.config import EnvironmentConfig

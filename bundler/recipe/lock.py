@@ -538,7 +538,8 @@ def write_lock(project_dir: Path, env: EnvironmentConfig, *, offline: bool = Fal
         atomic_write_text(lock, content)
     from bundler.recipe.pylock import write_pylock  # its PEP 751 twin (issue 21)
 
-    write_pylock(lock, env.resolver, python, _UV_PLATFORMS.get(env.platform, ""), used, offline)
+    uv = _uv_binary() if env.resolver == "uv" else None
+    write_pylock(lock, env.resolver, python, _UV_PLATFORMS.get(env.platform, ""), used, offline, cache, uv)
     variants = dict(re.findall(r"^# variant: (\S+) from (.+)$", content, flags=re.M))
     return LockResult(
         lock,

@@ -46,19 +46,22 @@ def pylock_path(lock: Path) -> Path:
     return lock.with_name(f"pylock.{re.sub(r'[^A-Za-z0-9_-]+', '-', lock.stem)}.toml")
 
 
-def write_pylock(lock: Path, resolver: str, python: str, uv_platform: str, sources: Any, offline: bool) -> Path:
-    """Write pylock.toml beside `lock` (cached by the lock's bytes, resolver and sources); check it; return it."""
-    from bundler.recipe.lock import cache_dir
+def write_pylock(
+    lock: Path, resolver: str, python: str, uv_platform: str, sources: Any, offline: bool, cache: Path, uv: str | None
+) -> Path:
+    """Write pylock.toml beside `lock` (cached in `cache` by the lock's bytes, resolver and sources); check it.
 
+    `sources` is the lock's recipe.lock.PackageSources; `uv` the uv binary when resolver = "uv".
+    """
     lock_sha = sha256_file(lock)
     key = sha256_bytes(canonical_json({"lock": lock_sha, "resolver": resolver, "python": python,
                                        "platform": uv_platform, "sources": repr(sources)}).encode())  # fmt: skip
-    cached = cache_dir() / f"{key}.pylock.toml"
+    cached = cache / f"{key}.pylock.toml"
     if cached.is_file():
         text = cached.read_text(encoding="utf-8")
     else:
-        if resolver == "uv":
-            body = _with_uv(lock, python, uv_platform, sources, offline)
+        if uv is not None:
+            body = _with_uv(uv, lock, python, uv_platform, sources, offline)
         else:
             body = _converted(lock, python, sources)
         # Index credentials never reach the file: the lock's header strips them, and so does this.
@@ -113,14 +116,12 @@ def pylock_findings(text: str, pins: list[LockedRequirement]) -> list[str]:
     return problems
 
 
-def _with_uv(lock: Path, python: str, uv_platform: str, sources: Any, offline: bool) -> str:
+def _with_uv(uv: str, lock: Path, python: str, uv_platform: str, sources: Any, offline: bool) -> str:
     """uv's own pylock.toml for the lock's exact pins (every pin is `==` with hashes, so nothing moves)."""
-    from bundler.recipe.lock import _uv_binary
-
     with tempfile.TemporaryDirectory(prefix="bundler-pylock-") as work:
         shutil.copyfile(lock, Path(work) / "requirements.lock")
         command = [
-            *(_uv_binary(), "pip", "compile", "requirements.lock", "--format", "pylock.toml", "--no-header", "--quiet"),
+            *(uv, "pip", "compile", "requirements.lock", "--format", "pylock.toml", "--no-header", "--quiet"),
             *("--python-version", python, "--python-platform", uv_platform, "--index-strategy", "unsafe-best-match"),
             *("--output-file", PYLOCK, *_source_args(sources)),
         ]
