@@ -6,6 +6,7 @@ pulled bundle and a local .tar get the same verdict; nothing the registry says i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import tempfile
@@ -129,39 +130,28 @@ class PulledBundle:
     tar: Path
 
 
-class pulled_bundle:  # noqa: N801 - a context manager read as a noun: `with pulled_bundle(...) as pulled`
+@contextlib.contextmanager
+def pulled_bundle(
+    target: str, *, allow_tag: bool, near: Path | None = None, max_bytes: int | None = None
+) -> Iterator[PulledBundle]:
     """Fetch oci://...@sha256:... into a temp dir under `near`, every blob checked; remove it on exit."""
-
-    def __init__(self, target: str, *, allow_tag: bool, near: Path | None = None, max_bytes: int | None = None):
-        self.ref = parse_reference(target)
-        self.allow_tag = allow_tag
-        self.near = near
-        self.max_bytes = max_bytes
-        self.work: Path | None = None
-
-    def __enter__(self) -> PulledBundle:
-        client = registry_client(self.ref)
-        artifact = resolve(client, self.ref, allow_tag=self.allow_tag)
-        total = sum(d["size"] for d in artifact.manifest["layers"])
-        if self.max_bytes is not None and total > self.max_bytes:
-            raise NotABundleError(str(artifact.reference), f"its layers hold {total} bytes, over the limit")
-        self.work = Path(tempfile.mkdtemp(prefix=".bundler-oci-", dir=self.near))
-        try:
-            tar = self.work / "bundle.tar"
-            with open(tar, "wb") as sink:
-                fetch_blob(client, artifact, artifact.bundle_layer, sink)
-            for descriptor in artifact.manifest["layers"]:
-                if descriptor is not artifact.bundle_layer:
-                    fetch_blob(client, artifact, descriptor, None)
-        except BaseException:
-            self.__exit__()
-            raise
-        return PulledBundle(artifact, tar)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.work is not None:
-            shutil.rmtree(self.work, ignore_errors=True)
-            self.work = None
+    ref = parse_reference(target)
+    client = registry_client(ref)
+    artifact = resolve(client, ref, allow_tag=allow_tag)
+    total = sum(d["size"] for d in artifact.manifest["layers"])
+    if max_bytes is not None and total > max_bytes:
+        raise NotABundleError(str(artifact.reference), f"its layers hold {total} bytes, over the limit of {max_bytes}")
+    work = Path(tempfile.mkdtemp(prefix=".bundler-oci-", dir=near))
+    try:
+        tar = work / "bundle.tar"
+        with open(tar, "wb") as sink:
+            fetch_blob(client, artifact, artifact.bundle_layer, sink)
+        for descriptor in artifact.manifest["layers"]:
+            if descriptor is not artifact.bundle_layer:
+                fetch_blob(client, artifact, descriptor, None)
+        yield PulledBundle(artifact, tar)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def layer_findings(artifact: ResolvedArtifact, payload: dict[str, str]) -> list[str]:
