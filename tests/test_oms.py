@@ -80,10 +80,16 @@ def test_signing_adapters_changes_no_run_id_and_no_bundle_id(tmp_path: Path) -> 
     assert bundle_id_of(bundle) == before
     assert (bundle / "data" / "runs" / run_id / "model.sig").is_file()  # the run dir kept its name: its ID
     assert verify_bundle(bundle).findings == []
-    # Signing again makes a new ECDSA signature; the bundle signature does not cover model.sig, so no
-    # stale-statement refusal and the bundle still verifies.
-    assert run_cli("sign", str(bundle), "--key", str(tmp_path / "k")).returncode == 0
-    assert run_cli("verify", str(bundle), "--key", str(tmp_path / "k.pub")).returncode == 0
+    # model.sig is written once: signing again keeps its bytes, so the first signature (which covers it)
+    # stays valid, and both signatures verify.
+    first = (bundle / "data" / "runs" / run_id / "model.sig").read_bytes()
+    again = run_cli("sign", str(bundle), "--key", str(tmp_path / "k"), "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["model_signatures"] == []
+    assert (bundle / "data" / "runs" / run_id / "model.sig").read_bytes() == first
+    verified = run_cli("verify", str(bundle), "--key", str(tmp_path / "k.pub"), "--strict", "--json")
+    assert verified.returncode == 0, verified.stdout
+    assert [s["valid"] for s in json.loads(verified.stdout)["signatures"]] == [True, True]
 
 
 def test_verify_key_checks_model_sig_and_a_changed_adapter_byte_fails_both(signed: tuple[Path, str, Path]) -> None:
@@ -119,8 +125,10 @@ def test_an_ed25519_key_still_signs_and_verifies_the_bundle_without_model_sig(tm
     result = run_cli("sign", str(bundle), "--key", str(tmp_path / "ed"))
     assert result.returncode == 0, result.stderr
     assert "ed25519 key cannot make model.sig" in result.stderr
+    signature = run_cli("sign", str(bundle), "--key", str(tmp_path / "ed"), "--json")
+    signer_json = bundle / json.loads(signature.stdout)["signature"] / "signer.json"
     assert not (bundle / "data" / "runs" / run_id / "model.sig").exists()
-    assert json.loads((bundle / "provenance" / "signer.json").read_text())["algorithm"] == "ed25519"
+    assert json.loads(signer_json.read_text())["algorithm"] == "ed25519"
     assert run_cli("verify", str(bundle), "--key", str(tmp_path / "ed.pub")).returncode == 0
 
 

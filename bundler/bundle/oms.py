@@ -23,6 +23,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from bundler.bundle.finding import Finding
 from bundler.bundle.signing import PASSWORD_ENV, PublicKey
 
 MODEL_SIGNATURE = "model.sig"
@@ -30,6 +31,8 @@ ADAPTER_DIR = "adapter"
 # Files that sit next to the adapter in a published Hub repo but are not the model (publish/push.py's
 # layout); ".cache" is where huggingface_hub keeps download metadata inside a local_dir.
 NOT_MODEL = (MODEL_SIGNATURE, "README.md", "loss.png", "bundle", ".cache")
+_MISSING = "missing: the adapter has no OpenSSF Model Signing signature"
+_NO_EC_KEY = "cannot be checked: OpenSSF Model Signing needs an EC public key among --key"
 
 
 def can_sign_models(public: PublicKey) -> bool:
@@ -69,8 +72,8 @@ def _first_line(exc: Exception) -> str:
     return text[:300]
 
 
-def model_signature_findings(bundle: Path, keys: list[PublicKey]) -> list[str]:
-    """Every run's model.sig must verify its adapter/ with one of `keys`; findings name the file."""
+def model_signature_findings(bundle: Path, keys: list[PublicKey]) -> list[Finding]:
+    """Every run's model.sig must verify its adapter/ with one of `keys` (findings of kind "signature")."""
     from bundler.bundle.bag import RUNS
 
     ec_keys = [k for k in keys if can_sign_models(k)]
@@ -81,13 +84,14 @@ def model_signature_findings(bundle: Path, keys: list[PublicKey]) -> list[str]:
         rel = f"{RUNS}/{run.name}/{MODEL_SIGNATURE}"
         if not signature.is_file():
             if ec_keys and adapter.is_dir():
-                findings.append(f"{rel} is missing: the adapter is not signed with OpenSSF Model Signing")
+                findings.append(Finding("signature", rel, _MISSING))
             continue
         if not ec_keys:
-            findings.append(f"{rel} cannot be checked: OpenSSF Model Signing needs an EC public key among --key")
+            findings.append(Finding("signature", rel, _NO_EC_KEY))
             continue
         problems = [verify_adapter(adapter, signature, key) for key in ec_keys]
         if all(problems):
             shown = ", ".join(k.keyid[:23] for k in ec_keys)
-            findings.append(f"{rel}: not a valid signature of {ADAPTER_DIR}/ by a trusted key ({shown}): {problems[0]}")
+            detail = f"not a valid signature of {ADAPTER_DIR}/ by a trusted key ({shown}): {problems[0]}"
+            findings.append(Finding("signature", rel, detail))
     return findings

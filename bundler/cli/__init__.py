@@ -22,6 +22,7 @@ def main() -> None:
 main.add_command(project.init)
 main.add_command(project.build)
 main.add_command(project.run)
+main.add_command(project.record)
 main.add_command(audit.verify)
 main.add_command(audit.inspect)
 main.add_command(publish.push)

@@ -65,7 +65,12 @@ def export(bundle: Path, archive: str, as_json: bool) -> None:
 @json_option
 @handles_errors
 def import_(archive: str, out: Path, max_members: int, max_bytes: int, allow_tag: bool, as_json: bool) -> None:
-    """Check every member of ARCHIVE (.tar, or a registry artifact by digest), extract, verify, rename to --out."""
+    """Check every header of ARCHIVE (.tar, or a registry artifact by digest), extract, verify, rename to --out.
+
+    Exit 2 when ARCHIVE is damaged, hostile, unreachable or not a bundle (nothing is written); exit 1 when it
+    fails verify or a registry blob does not match its digest. `--json` prints the verify report (schema
+    bundler.import/2: findings are {kind, path, detail}; `source` names the pinned oci:// reference).
+    """
     from bundler.bundle.archive import ImportLimits, import_bundle
 
     limits = ImportLimits(max_members=max_members, max_member_bytes=max_bytes, max_total_bytes=max_bytes)
@@ -75,8 +80,8 @@ def import_(archive: str, out: Path, max_members: int, max_bytes: int, allow_tag
         report, artifact = import_from_registry(archive, out, limits, allow_tag=allow_tag)
         if artifact.by_tag and not as_json:
             click.echo(f"note: {archive} resolved to {artifact.digest}", err=True)
-        result = {**report.as_dict(), "schema": "bundler.import/1", "source": str(artifact.reference)}
+        result = {**report.as_dict(), "schema": "bundler.import/2", "source": str(artifact.reference)}
     else:
         report = import_bundle(Path(archive), out, limits)
-        result = {**report.as_dict(), "schema": "bundler.import/1"}
+        result = {**report.as_dict(), "schema": "bundler.import/2"}
     emit(result, as_json, f"imported {report.bundle_id} into {out} ({report.files_checked} files verified)")

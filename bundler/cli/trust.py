@@ -65,9 +65,10 @@ def sign(bundle: Path, key: Path, as_json: bool) -> None:
     emit(
         result,
         as_json,
-        f"signed {result['bundle_id']} with {result['keyid']} ({runs} run statement(s), {models} model.sig)",
+        f"signed {result['bundle_id']} with {result['keyid']} into {result['signature']} "
+        f"({runs} run statement(s), {models} new model.sig)",
     )
-    if not models and result["runs"] and not as_json:
+    if result["algorithm"] == "ed25519" and result["runs"] and not as_json:
         click.echo("note: an ed25519 key cannot make model.sig (OpenSSF Model Signing takes EC keys)", err=True)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bundler.bundle.finding import Finding
 from bundler.bundle.hashing import CHUNK
 from bundler.errors import BlobDigestMismatchError, NotABundleError, OciReferenceError, RegistryUnavailableError
 from bundler.oci import ARTIFACT_TYPE, BUNDLE_LAYER, FILEPATH, MANIFEST_MEDIA_TYPE
@@ -154,25 +155,25 @@ def pulled_bundle(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def layer_findings(artifact: ResolvedArtifact, payload: dict[str, str]) -> list[str]:
-    """Each adapter layer must be the very file its filepath annotation names in the bundle's manifest."""
+def layer_findings(artifact: ResolvedArtifact, hashed: dict[str, str]) -> list[Finding]:
+    """Each adapter layer must be the very file its filepath annotation names in the bundle (kind "changed-file")."""
     findings = []
     for descriptor in artifact.manifest["layers"]:
         path = (descriptor.get("annotations") or {}).get(FILEPATH)
         if path is None:
             continue
-        want = payload.get(path)
+        want = hashed.get(path)
+        layer = f"registry layer {descriptor['digest'][:19]}"
         if want is None:
-            findings.append(f"layer {descriptor['digest'][:19]} names {path}, which the bundle does not hold")
+            findings.append(Finding("missing-file", str(path), f"{layer} names it, the bundle does not hold it"))
         elif "sha256:" + want != descriptor["digest"]:
-            findings.append(f"layer {descriptor['digest'][:19]} differs from {path} in the bundle")
+            findings.append(Finding("changed-file", str(path), f"{layer} differs from the bundle's copy"))
     return findings
 
 
 def import_from_registry(target: str, out: Path, limits: Any, *, allow_tag: bool) -> tuple[Any, ResolvedArtifact]:
     """Fetch a bundle by digest and import it as `bundler import FILE.tar` would; nothing left at `out` on failure."""
     from bundler.bundle.archive import import_bundle
-    from bundler.bundle.bag import payload_hashes
     from bundler.errors import OutputExistsError, VerifyFailed
 
     out = out.resolve()
@@ -182,7 +183,7 @@ def import_from_registry(target: str, out: Path, limits: Any, *, allow_tag: bool
     near = next(p for p in [out.parent, *out.parents] if p.exists())
     with pulled_bundle(target, allow_tag=allow_tag, near=near, max_bytes=limits.max_total_bytes) as pulled:
         report = import_bundle(pulled.tar, out, limits)
-        findings = layer_findings(pulled.artifact, payload_hashes(out))
+        findings = layer_findings(pulled.artifact, report.sha256)
         if findings:
             shutil.rmtree(out)
             if existed:
@@ -191,27 +192,12 @@ def import_from_registry(target: str, out: Path, limits: Any, *, allow_tag: bool
         return report, pulled.artifact
 
 
-def verify_from_registry(target: str, *, allow_tag: bool) -> tuple[Any, ResolvedArtifact]:
-    """Fetch a bundle by digest and verify it exactly as `bundler verify FILE.tar` would, extracting nothing."""
+def verify_from_registry(target: str, *, allow_tag: bool, **checks: object) -> tuple[Any, ResolvedArtifact]:
+    """Fetch a bundle by digest and verify it exactly as `bundler verify FILE.tar` would (same `checks`)."""
     from bundler.bundle.archive import verify_archive
 
     with pulled_bundle(target, allow_tag=allow_tag) as pulled:
-        report = verify_archive(pulled.tar)
-        report.findings += layer_findings(pulled.artifact, _tar_payload(pulled.tar))
+        report = verify_archive(pulled.tar, **checks)
+        report.bundle = Path(str(pulled.artifact.reference))
+        report.findings += layer_findings(pulled.artifact, report.sha256)
         return report, pulled.artifact
-
-
-def _tar_payload(tar: Path) -> dict[str, str]:
-    """The payload manifest inside an export tar that verify_archive already judged sane."""
-    import tarfile
-
-    from bundler.bundle.bag import MANIFEST, parse_manifest
-
-    with tarfile.open(tar, mode="r:") as archive:
-        for member in archive:
-            if member.isreg() and member.name.count("/") == 1 and member.name.endswith("/" + MANIFEST):
-                handle = archive.extractfile(member)
-                text = handle.read(MAX_MANIFEST_BYTES * 16).decode("utf-8", errors="replace") if handle else ""
-                return parse_manifest(text, MANIFEST)
-    return {}
-

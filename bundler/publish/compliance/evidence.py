@@ -78,11 +78,11 @@ class Evidence:
     def read(cls, bundle: Path, run_id: str) -> Evidence:
         recipe, run_dir = bundle / RECIPE, bundle / RUNS / run_id
         lock = recipe / "requirements.lock"
-        # Tag files (bag-info.txt, provenance/) as they are now: verify has just checked them against
-        # the tag manifest, which does not list itself.
+        # Tag files (bag-info.txt, provenance/ with its signature directories) as they are now: verify has just
+        # checked them against the tag manifest (which does not list itself) or, signatures, by their keys.
         tags = {
             p.relative_to(bundle).as_posix(): sha256_file(p)
-            for p in sorted(bundle.iterdir()) + sorted((bundle / "provenance").glob("*"))
+            for p in sorted(bundle.iterdir()) + sorted((bundle / "provenance").rglob("*"))
             if p.is_file() and not p.is_symlink()
         }
         return cls(
