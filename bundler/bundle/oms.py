@@ -12,9 +12,10 @@ How it relates to the rest of the bundle:
   the same plain command verifies a Hub download.
 - It is a run annotation (bag.RUN_ANNOTATIONS): written after the run, outside the run ID, so signing
   never changes a run ID or the bundle ID.
-- It is a signature, so like the DSSE envelopes it is not itself covered by the bundle's signature
-  (attest.signed_payload_view leaves it out); ECDSA signatures differ on every signing, and a re-sign
-  must not look like tampering. The BagIt manifest still lists it (fixity), and `verify --key` checks it.
+- It is written once, by the first `bundler sign` with an EC key, before that sign adds its signature
+  directory, so that signature (which covers every file) covers it; later signs keep its bytes (ECDSA
+  would make new ones), so no earlier signature is invalidated. Like the card it stays out of the run's
+  statement (attest.PUBLISH_REWRITTEN). `bundler verify --key` on a directory checks it with OMS.
 """
 
 from __future__ import annotations
