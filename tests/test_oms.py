@@ -83,8 +83,12 @@ def test_signing_adapters_changes_no_run_id_and_no_bundle_id(tmp_path: Path) -> 
     # model.sig is written once: signing again keeps its bytes, so the first signature (which covers it)
     # stays valid, and both signatures verify.
     first = (bundle / "data" / "runs" / run_id / "model.sig").read_bytes()
+    before = {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
     again = run_cli("sign", str(bundle), "--key", str(tmp_path / "k"), "--json")
     assert again.returncode == 0, again.stderr
+    after = {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file() and p not in before}
+    assert {p: p.read_bytes() for p in before} == before  # no file of the bag changed ...
+    assert all("provenance/signatures/0002-" in p.as_posix() for p in after)  # ... one signature dir was added
     assert json.loads(again.stdout)["model_signatures"] == []
     assert (bundle / "data" / "runs" / run_id / "model.sig").read_bytes() == first
     verified = run_cli("verify", str(bundle), "--key", str(tmp_path / "k.pub"), "--strict", "--json")

@@ -100,14 +100,32 @@ def sign_adapters(bundle: Path, key_path: Path) -> list[str]:
     """Write an OMS model.sig beside each run's adapter/ that has none yet; return the paths written.
 
     Write-once, like a signature directory: a model.sig that exists is kept (an earlier signature
-    covers its bytes, and ECDSA would make different ones), so signing again invalidates nothing.
+    covers its bytes, and ECDSA would make different ones), so signing again changes no file. All or
+    none: a failed write (a full disk) removes what was written and restores the tag files.
     """
-    written = []
-    for run_id in list_runs(bundle):
-        adapter = bundle / RUNS / run_id / ADAPTER_DIR
-        if adapter.is_dir() and not (bundle / RUNS / run_id / MODEL_SIGNATURE).exists():
-            record_run_file(bundle, run_id, MODEL_SIGNATURE, sign_adapter(adapter, key_path))
+    missing = [
+        run_id
+        for run_id in list_runs(bundle)
+        if (bundle / RUNS / run_id / ADAPTER_DIR).is_dir() and not (bundle / RUNS / run_id / MODEL_SIGNATURE).exists()
+    ]
+    signatures = {run_id: sign_adapter(bundle / RUNS / run_id / ADAPTER_DIR, key_path) for run_id in missing}
+    tags = {p: p.read_bytes() for p in bundle.iterdir() if p.is_file()}  # bagit.txt, bag-info, manifests
+    written: list[str] = []
+    try:
+        for run_id, data in signatures.items():
             written.append(f"{RUNS}/{run_id}/{MODEL_SIGNATURE}")
+            record_run_file(bundle, run_id, MODEL_SIGNATURE, data)
+    except OSError as exc:
+        for rel in written:
+            (bundle / rel).unlink(missing_ok=True)
+        for path, data in tags.items():
+            path.write_bytes(data)
+        from bundler.errors import InputError
+
+        raise InputError(
+            f"cannot write model.sig into {bundle}: {exc.strerror or exc}; nothing was added",
+            "free space or fix permissions, then run `bundler sign` again",
+        ) from None
     return written
 
 
