@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from bundler.cli.options import allow_tag_option, emit, handles_errors, json_option
+from bundler.cli.options import allow_tag_option, emit, handles_errors, json_option, resolved_path
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=resolved_path())
 @click.option(
     "--output",
     "-o",
@@ -34,7 +34,7 @@ def export(bundle: Path, archive: str, as_json: bool) -> None:
         return
     from bundler.bundle.archive import export_bundle
 
-    result = export_bundle(open_bundle(bundle), Path(archive))
+    result = export_bundle(open_bundle(bundle), Path(archive).resolve())
     emit(result.as_dict(), as_json, f"{result.sha256}  {result.archive}")
 
 
@@ -43,7 +43,7 @@ def export(bundle: Path, archive: str, as_json: bool) -> None:
 @click.option(
     "--out",
     "-o",
-    type=click.Path(path_type=Path),
+    type=resolved_path(),
     required=True,
     help="Directory to import into (must not hold anything).",
 )
@@ -82,6 +82,6 @@ def import_(archive: str, out: Path, max_members: int, max_bytes: int, allow_tag
             click.echo(f"note: {archive} resolved to {artifact.digest}", err=True)
         result = {**report.as_dict(), "schema": "bundler.import/2", "source": str(artifact.reference)}
     else:
-        report = import_bundle(Path(archive), out, limits)
+        report = import_bundle(Path(archive).resolve(), out, limits)
         result = {**report.as_dict(), "schema": "bundler.import/2"}
     emit(result, as_json, f"imported {report.bundle_id} into {out} ({report.files_checked} files verified)")
