@@ -27,7 +27,10 @@ CHANGED: dict[str, tuple[tuple[str, ...], str]] = {
     "verify": (("schema", "signatures", "unsigned_additions"), ISSUE_15),
     "import": (("schema", "signatures", "unsigned_additions"), ISSUE_15),
     "verify-signed": (("schema", "signatures", "unsigned_additions", "bytes_checked"), ISSUE_15),
-    "sign": (("schema", "files", "files_signed", "signature"), ISSUE_15),
+    "sign": (
+        ("schema", "files", "files_signed", "signature", "algorithm", "model_signatures"),
+        ISSUE_15 + "; issue 21 (OpenSSF model.sig) added algorithm and model_signatures",
+    ),
     "build-no-run": (
         ("bundle_id",),
         "a new bundle's recipe carries bundler/runtime/, which gained contract.py and specs.py (issue 17): "

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent / "bundler"
 FLOORS = (
     ("bundler", "bundler.errors", "bundler.ui", "bundler.paths"),
     ("bundler.bundle",),
-    ("bundler.hub", "bundler.records"),
+    ("bundler.hub", "bundler.records", "bundler.oci"),
     ("bundler.recipe",),
     ("bundler.publish",),
     ("bundler.runners",),

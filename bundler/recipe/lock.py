@@ -25,7 +25,8 @@ from bundler.paths import cache_dir as bundler_cache
 from bundler.recipe.config import EnvironmentConfig
 from bundler.recipe.images import find_image
 from bundler.recipe.pipsources import PackageSources, is_reachable, pip_sources, strip_credentials, variant_sources
-from bundler.recipe.resolvers import check_target, resolver_version, run_resolver
+from bundler.recipe.pylock import write_pylock
+from bundler.recipe.resolvers import UV_PLATFORMS, check_target, resolver_version, run_resolver, uv_binary
 
 LOCK_FORMAT = "bundler-lock/1"
 RUNTIME_REQUIREMENTS = ("torch", "transformers", "peft", "safetensors", "numpy")
@@ -222,6 +223,9 @@ def write_lock(project_dir: Path, env: EnvironmentConfig, *, offline: bool = Fal
     lock = project_dir / env.lock
     if not lock.is_file() or lock.read_text(encoding="utf-8") != content:
         atomic_write_text(lock, content)
+
+    uv = uv_binary() if env.resolver == "uv" else None
+    write_pylock(lock, env.resolver, python, UV_PLATFORMS.get(env.platform, ""), used, offline, cache, uv)
     variants = dict(re.findall(r"^# variant: (\S+) from (.+)$", content, flags=re.M))
     return LockResult(
         lock,

@@ -23,7 +23,7 @@ from bundler.recipe.pipsources import PackageSources
 
 # uv needs a glibc floor for "linux"; 2.28 is what torch's x86_64 wheels are tagged with and every
 # catalog image (Debian 12: glibc 2.36, Ubuntu 22.04: 2.35) is newer.
-_UV_PLATFORMS = {"linux/x86_64": "x86_64-manylinux_2_28", "linux/amd64": "x86_64-manylinux_2_28"}
+UV_PLATFORMS = {"linux/x86_64": "x86_64-manylinux_2_28", "linux/amd64": "x86_64-manylinux_2_28"}
 _UNRESOLVABLE = re.compile(
     r"No matching distribution|Could not find a version|ResolutionImpossible|No solution found|"
     r"not found in the package registry|was not found in the provided package locations|"
@@ -40,12 +40,12 @@ def resolver_version(resolver: str) -> str:
     try:
         return metadata.version("uv")
     except metadata.PackageNotFoundError:
-        uv = _uv_binary()
+        uv = uv_binary()
         out = subprocess.run([uv, "--version"], capture_output=True, text=True, check=True).stdout
         return out.split()[1]
 
 
-def _uv_binary() -> str:
+def uv_binary() -> str:
     try:
         from uv import find_uv_bin  # type: ignore[import-not-found]
 
@@ -72,12 +72,12 @@ def _source_args(sources: PackageSources) -> list[str]:
 def check_target(env: EnvironmentConfig, python: str) -> None:
     host_python = f"{sys.version_info.major}.{sys.version_info.minor}"
     host_platform = f"{platform.system().lower()}/{platform.machine()}"
-    if env.platform not in _UV_PLATFORMS:
+    if env.platform not in UV_PLATFORMS:
         raise InputError(
             f"environment.platform = {env.platform!r} is not supported",
             'use platform = "linux/x86_64"',
         )
-    if env.resolver == "pip-tools" and (python != host_python or host_platform not in _UV_PLATFORMS):
+    if env.resolver == "pip-tools" and (python != host_python or host_platform not in UV_PLATFORMS):
         raise EnvironmentSetupError(
             f"pip-tools resolves for the interpreter running it "
             f"(Python {host_python}, {host_platform}), "
@@ -112,7 +112,7 @@ def _resolver_command(
         ]
     # unsafe-best-match: consider every source as pip does, so both resolvers agree.
     command = [
-        _uv_binary(),
+        uv_binary(),
         "pip",
         "compile",
         "--generate-hashes",
@@ -121,7 +121,7 @@ def _resolver_command(
         "--python-version",
         python,
         "--python-platform",
-        _UV_PLATFORMS[env.platform],
+        UV_PLATFORMS[env.platform],
         "--index-strategy",
         "unsafe-best-match",
         "--output-file",
