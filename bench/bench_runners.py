@@ -3,8 +3,9 @@
 Run as root after .ci/setup (engine, registry and base image up): python3 bench/bench_runners.py [--repeat N]
 
 The quickstart is copied into its own git repository. Each runner builds it once untimed (the venv is
-installed, the image built), then N times timed into fresh output directories: the same bundle ID, so the
-docker runner reuses the bundle's image and the venv runner its cached venv. A last row times the docker
+installed, the image built), then N times timed, venv and docker interleaved, into fresh output
+directories: the same bundle ID, so the docker runner reuses the bundle's image and the venv runner its
+cached venv. A last row times the docker
 runner after a one-value config edit (a new bundle ID: the recipe layer is rebuilt on cached dependency
 layers). Times are wall seconds of the whole `bundler build` process, medians; the ratio is against the
 venv's median measured in the same run.
@@ -65,16 +66,18 @@ def main() -> None:
         git(project, "init", "-q", "-b", "main")
         git(project, "add", "-A")
         git(project, "commit", "-qm", "quickstart")
-        times: dict[str, list[float]] = {}
+        times: dict[str, list[float]] = {"venv": [], "docker": []}
         made: dict[str, str] = {}
-        for runner in ("venv", "docker"):
+        for runner in times:
             first, _ = build(project, root / f"{runner}-first", runner)
             print(f"{runner}: first build {first:.1f} s (untimed warm-up)", file=sys.stderr)
-            times[runner] = []
-            for index in range(args.repeat):
+        # Interleaved, so that load from other work on the machine falls on both runners alike.
+        for index in range(args.repeat):
+            for runner in times:
                 seconds, run = build(project, root / f"{runner}-{index}", runner)
                 times[runner].append(seconds)
                 made[runner] = str((run.get("environment") or {}).get("image_build", "-"))
+                print(f"{runner}: {seconds:.1f} s", file=sys.stderr)
         config = project / "bundle.toml"
         config.write_text(config.read_text().replace("seed = 1234", "seed = 1235", 1))
         git(project, "commit", "-qam", "another seed")
