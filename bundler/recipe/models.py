@@ -107,6 +107,7 @@ def select_model_files(paths: list[str]) -> list[str]:
 def lock_hub_model(config: BundleConfig) -> dict:
     """Resolve [model] revision to a commit and pin the sha256 of every file a load reads (model.lock.json)."""
     from bundler import hub
+
     model = config.model
     pinned = hub.resolve_revision(model.id, "model", model.revision)
     files = select_model_files(list(pinned.files))
@@ -169,6 +170,7 @@ def hub_snapshot(record: dict) -> Path:
     `bundler build` and `bundler run` (for a bundle whose model.json has source "hub") both come here.
     """
     from bundler import hub
+
     cached = hub.snapshot_dir(record["id"], "model", record["commit"])
     if cached.is_dir() and not hub.verify_files(cached, record["files"]):
         return cached  # no Hub needed: every file is there and matches the lock

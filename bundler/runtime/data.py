@@ -177,16 +177,6 @@ def encode(
     return Encoded(ids, labels[:max_len])
 
 
-def pack(examples: list[Encoded], max_len: int) -> list[Encoded]:
-    """Concatenate examples in the given order and cut into max_len blocks.
-
-    Attention is not masked at example boundaries inside a block (documented simple packing).
-    """
-    ids = [t for e in examples for t in e.input_ids]
-    labels = [t for e in examples for t in e.labels]
-    return [Encoded(ids[i : i + max_len], labels[i : i + max_len]) for i in range(0, len(ids), max_len)]
-
-
 def collate(examples: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad to the longest example; padding sits after every real token, so causal attention
     never sees it and no attention mask is needed (which keeps SDPA on the flash kernel)."""
@@ -211,14 +201,21 @@ def train_batches(
 ) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
     """Yield one list of micro-batches per optimizer step, forever.
 
-    Every epoch is reshuffled by one generator seeded with train.seed.
+    Every epoch is reshuffled by one generator seeded with train.seed. With packing, micro-batches
+    are (input_ids, labels, positions) of whole examples per row (packing.py).
     """
+    if packing:
+        from .packing import packed_batches
+
+        yield from packed_batches(
+            examples, seed=seed, batch_size=batch_size, grad_accum=grad_accum, pad_id=pad_id, max_len=max_len
+        )
+        return
     rng = np.random.Generator(np.random.PCG64(seed))
     pool: list[Encoded] = []
     while True:
         order = rng.permutation(len(examples))
-        epoch = [examples[i] for i in order]
-        pool.extend(pack(epoch, max_len) if packing else epoch)
+        pool.extend(examples[i] for i in order)
         while len(pool) >= batch_size * grad_accum:
             step, pool = pool[: batch_size * grad_accum], pool[batch_size * grad_accum :]
             yield [collate(step[i : i + batch_size], pad_id) for i in range(0, len(step), batch_size)]
