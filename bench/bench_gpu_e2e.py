@@ -134,7 +134,8 @@ target_modules = {json.dumps(TARGETS)}
 
 def real_tokens(inputs: dict, *, steps: int, packing: bool, max_len: int) -> tuple[int, int]:
     """(real, total) tokens of the first `steps` steps, from the runtime's own seeded batching."""
-    from bundler.runtime.data import ByteTokenizer, encode, train_batches
+    from bundler.runtime.batches import train_batches
+    from bundler.runtime.data import ByteTokenizer, encode
 
     tok = ByteTokenizer()
     data = {"prompt_field": "prompt", "response_field": "response"}

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import click
 
-from bundler.cli.options import RUNNER_CHOICE, emit, handles_errors, json_option
+from bundler.cli.options import RUNNER_CHOICE, emit, handles_errors, json_option, resolved_path
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=resolved_path())
 @click.option(
     "--key",
     "trusted_keys",
     multiple=True,
-    type=click.Path(path_type=Path),
+    type=resolved_path(),
     help="A public key the governing signature must come from (repeatable); without it, any valid signature governs.",
 )
 @click.option("--strict", is_flag=True, help="Also fail on files added after the governing signature was made.")
@@ -48,7 +48,7 @@ def verify(bundle: Path, trusted_keys: tuple[Path, ...], strict: bool, as_json: 
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=resolved_path())
 @json_option
 @handles_errors
 def inspect(bundle: Path, as_json: bool) -> None:
@@ -63,8 +63,8 @@ def inspect(bundle: Path, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("old", type=click.Path(path_type=Path))
-@click.argument("new", type=click.Path(path_type=Path))
+@click.argument("old", type=resolved_path())
+@click.argument("new", type=resolved_path())
 @json_option
 @handles_errors
 def diff(old: Path, new: Path, as_json: bool) -> None:
@@ -79,7 +79,7 @@ def diff(old: Path, new: Path, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=resolved_path())
 @click.option("--runner", type=RUNNER_CHOICE, default=None, help="Where to run (default: the recorded run's runner).")
 @click.option(
     "--run",
@@ -98,17 +98,17 @@ def diff(old: Path, new: Path, as_json: bool) -> None:
 @click.option(
     "--report",
     "report_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=resolved_path(file_okay=False),
     help="Write report.json, loss_overlay.png and report.html here.",
 )
 @click.option(
     "--allow-drift", is_flag=True, help="host runner: run even when installed versions differ from the lock (recorded)."
 )
 @click.option(
-    "--model", "model_dir", type=click.Path(path_type=Path), help="Model snapshot, when the bundle does not vendor it."
+    "--model", "model_dir", type=resolved_path(), help="Model snapshot, when the bundle does not vendor it."
 )
 @click.option(
-    "--data", "data_dir", type=click.Path(path_type=Path), help="Dataset directory, when the bundle does not vendor it."
+    "--data", "data_dir", type=resolved_path(), help="Dataset directory, when the bundle does not vendor it."
 )
 @click.option("--gpus", help="docker runner: 'all' or a number of GPUs.")
 @json_option
@@ -159,7 +159,7 @@ def replay(
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=resolved_path())
 @click.option(
     "--run", "run_id", metavar="RUN_ID", help="Run whose reference outputs to compare with (default: the latest)."
 )
@@ -170,10 +170,10 @@ def replay(
 )
 @click.option("--runner", type=click.Choice(["venv", "host"]), default="venv", show_default=True)
 @click.option(
-    "--model", "model_dir", type=click.Path(path_type=Path), help="Model snapshot, when the bundle does not vendor it."
+    "--model", "model_dir", type=resolved_path(), help="Model snapshot, when the bundle does not vendor it."
 )
 @click.option(
-    "--data", "data_dir", type=click.Path(path_type=Path), help="Dataset directory, when the bundle does not vendor it."
+    "--data", "data_dir", type=resolved_path(), help="Dataset directory, when the bundle does not vendor it."
 )
 @click.option(
     "--allow-drift", is_flag=True, help="host runner: check even when installed versions differ from the lock."

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import click
 
-from bundler.cli.options import emit, handles_errors, json_option
+from bundler.cli.options import emit, handles_errors, json_option, resolved_path
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=resolved_path())
 @click.option(
     "--output",
     "-o",
     "archive",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=resolved_path(dir_okay=False),
     required=True,
     help="The .tar to write (byte-identical for the same bundle on any machine, any day).",
 )
@@ -31,11 +31,11 @@ def export(bundle: Path, archive: Path, as_json: bool) -> None:
 
 
 @click.command(name="import")
-@click.argument("archive", type=click.Path(path_type=Path))
+@click.argument("archive", type=resolved_path())
 @click.option(
     "--out",
     "-o",
-    type=click.Path(path_type=Path),
+    type=resolved_path(),
     required=True,
     help="Directory to import into (must not hold anything).",
 )

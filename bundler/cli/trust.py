@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from bundler.cli.options import emit, handles_errors, json_option
+from bundler.cli.options import emit, handles_errors, json_option, resolved_path
 
 
 @click.command()
@@ -14,7 +14,7 @@ from bundler.cli.options import emit, handles_errors, json_option
     "--out",
     "-o",
     "out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=resolved_path(dir_okay=False),
     required=True,
     help="Private key file to write (0600); the public key goes to OUT.pub.",
 )
@@ -35,11 +35,11 @@ def keygen(out: Path, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=resolved_path())
 @click.option(
     "--key",
     "key",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=resolved_path(dir_okay=False),
     required=True,
     help="ed25519 private key (PEM); only its public key and key ID enter the bundle.",
 )

@@ -315,7 +315,8 @@ class BundleFacts:
             model=read_json_object(recipe / "model.json"),
             dataset=read_json_object(recipe / "dataset.json"),
             splits=read_json_object(recipe / "splits.json"),
-            source=read_json_object(recipe / "source.json"),
+            # The origin URL sits in bag-info.txt, outside the ID (older bundles kept it in source.json).
+            source={"repo": _bag_info(bundle_dir).get("Source-Origin"), **read_json_object(recipe / "source.json")},
             image=read_json_object(recipe / "image.lock.json"),
             lock_sha256=sha256_file(lock) if lock.is_file() else None,
             results=read_json_object(run_dir / "results.json"),

@@ -2,7 +2,7 @@
 
 The result depends only on the configuration and the world size:
 - every rank draws the same global batches from the one generator seeded by train.seed
-  (data.train_batches) and keeps a fixed slice of each micro-batch: rank r takes rows
+  (batches.train_batches) and keeps a fixed slice of each micro-batch: rank r takes rows
   [r * b / W, (r + 1) * b / W), so train.batch_size is the global micro-batch and the per-step
   global batch is the single-process one;
 - the loss is normalised by the global count of labelled tokens, so the per-rank gradients add up

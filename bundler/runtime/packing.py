@@ -67,7 +67,7 @@ def collate_packed(rows: list[list[Encoded]], pad_id: int, max_len: int) -> Pack
 def packed_batches(
     examples: list[Encoded], *, seed: int, batch_size: int, grad_accum: int, pad_id: int, max_len: int
 ) -> Iterator[list[PackedBatch]]:
-    """As data.train_batches, over packed rows: batch_size rows per micro-batch, forever."""
+    """As batches.train_batches, over packed rows: batch_size rows per micro-batch, forever."""
     rng = np.random.Generator(np.random.PCG64(seed))
     pool: list[list[Encoded]] = []
     per_step = batch_size * grad_accum

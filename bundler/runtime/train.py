@@ -16,8 +16,9 @@ from typing import Any
 import torch
 
 from . import RESULTS_SCHEMA, distributed
+from .batches import train_batches
 from .canary import run_canary
-from .data import IGNORE_INDEX, check_fields, encode, load_splits, load_tokenizer, train_batches
+from .data import IGNORE_INDEX, check_fields, encode, load_splits, load_tokenizer
 from .determinism import configure_determinism
 from .envinfo import capture_environment
 from .errors import RecipeInputError
