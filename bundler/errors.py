@@ -36,16 +36,20 @@
     │   ├── ReferenceMissingError     the run predates reference_outputs.jsonl
     │   ├── AdapterMismatchError      an adapter's files differ from the run's recorded hashes
     │   ├── AdapterConfigError        an adapter that does not fit the bundle's base model
-    │   └── SigningKeyError           the signing or trusted key file cannot be used
+    │   ├── SigningKeyError           the signing or trusted key file cannot be used
+    │   ├── OciReferenceError         an oci:// reference that cannot be used (syntax, tag without --allow-tag)
+    │   └── RegistryRequestError      the registry refused a request (auth, unknown manifest or blob)
     ├── EnvironmentSetupError         a runner, resolver or engine that cannot do its job
     │   ├── EngineUnavailableError    no Docker engine answers, or no NVIDIA runtime for --gpus
     │   ├── DriverTooOldError         the NVIDIA driver is older than the image's CUDA needs
     │   ├── TrainingError             the runtime failed; its last lines are attached
-    │   └── HubUnavailableError       the Hub kept failing (5xx, network) after bounded retries
+    │   ├── HubUnavailableError       the Hub kept failing (5xx, network) after bounded retries
+    │   └── RegistryUnavailableError  an OCI registry kept failing (5xx, network) after bounded retries
     └── CheckFailed                   exit 1: the input is fine, the check it asked for failed
         ├── StaleLockError
         ├── ModelLockStaleError       model.lock.json pins another model id or revision
         ├── VerifyFailed
+        ├── BlobDigestMismatchError   a blob pulled from a registry does not hash to its digest
         ├── ReplayDiverged            the replay did not reproduce the recorded run
         └── CheckDiverged             an adapter's outputs differ from the run's reference
 
@@ -504,12 +508,13 @@ class DatasetChangedError(DatasetError):
 
 
 class SigningKeyError(InputError):
-    """A key file given to sign or verify is missing, unreadable, encrypted or not ed25519."""
+    """A key file given to sign or verify is missing, unreadable, encrypted or of an unsupported type."""
 
     def __init__(self, key: Path | str, reason: str):
         super().__init__(
             f"{key}: cannot use this key: {reason}",
-            "pass an ed25519 PEM key; `bundler keygen --out KEY` makes one (KEY stays private, KEY.pub is shared)",
+            "pass an EC P-256 (or ed25519) PEM key; `bundler keygen --out KEY` makes one "
+            "(KEY stays private, KEY.pub is shared)",
         )
         self.key = key
         self.reason = reason
@@ -753,6 +758,66 @@ class DriverTooOldError(EnvironmentSetupError):
         self.installed = installed
         self.required = required
         self.cuda = cuda
+
+
+# --- OCI registries (oci.py) ---
+
+
+class OciReferenceError(InputError):
+    """An oci:// reference that cannot be parsed, or a pull by tag that was not allowed."""
+
+    def __init__(self, reference: str, reason: str, hint: str = ""):
+        super().__init__(
+            f"{reference}: {reason}",
+            hint or "write oci://HOST[:PORT]/REPO@sha256:DIGEST (or :TAG to push)",
+        )
+        self.reference = reference
+        self.reason = reason
+
+
+class RegistryRequestError(InputError):
+    """The registry answered a request with a refusal: no credentials, unknown manifest or blob."""
+
+    def __init__(self, reference: str, what: str, status: int, detail: str, hint: str = ""):
+        super().__init__(
+            f"{reference}: the registry refused {what} (HTTP {status}: {detail})",
+            hint or "check the reference and that the artifact was pushed there; nothing was written",
+        )
+        self.reference = reference
+        self.what = what
+        self.status = status
+        self.detail = detail
+
+
+class RegistryUnavailableError(EnvironmentSetupError):
+    """The registry kept answering with server errors (or not at all) after bounded retries."""
+
+    def __init__(self, registry: str, attempts: int, detail: str):
+        super().__init__(
+            f"{registry}: the registry did not answer after {attempts} attempt(s): {detail}",
+            "check the host and port (and that the registry runs); nothing was written",
+        )
+        self.registry = registry
+        self.attempts = attempts
+        self.detail = detail
+
+
+class BlobDigestMismatchError(CheckFailed):
+    """A blob (or manifest) fetched from a registry does not hash to the digest that named it."""
+
+    def __init__(self, reference: str, expected: str, found: str):
+        super().__init__(reference, expected, found)
+        self.reference = reference
+        self.expected = expected
+        self.found = found
+
+    def __str__(self) -> str:
+        return (
+            f"{self.reference}: the registry served {self.expected[:19]} "
+            f"with content that hashes to {self.found[:19]}"
+        )
+
+    hint = "the registry's copy is damaged or was tampered with; nothing was written"
 
 
 # --- record (runners/record.py) ---

@@ -170,6 +170,12 @@ def write_recipe(
     (recipe / "config.toml").write_text(dump_resolved(config), encoding="utf-8")
     shutil.copyfile(project / env.requirements, recipe / "requirements.in")
     shutil.copyfile(lock_path, recipe / "requirements.lock")
+    from bundler.recipe.pylock import PYLOCK, is_current, pylock_path
+
+    if is_current(lock_path):  # the PEP 751 twin `bundler lock` writes (issue 21), covered by the ID
+        shutil.copyfile(pylock_path(lock_path), recipe / PYLOCK)
+    else:
+        ui.warn(f"no current {PYLOCK} beside {env.lock}; run `bundler lock` to write it into the next bundle")
     (recipe / "image.lock.json").write_text(canonical_json(image_record), encoding="utf-8")
     (recipe / "Dockerfile").write_text(render_dockerfile(image_record, lock_sha, None), encoding="utf-8")
     (recipe / "source.json").write_text(canonical_json(record.as_dict()), encoding="utf-8")

@@ -7,44 +7,61 @@ from pathlib import Path
 
 import click
 
-from bundler.cli.options import RUNNER_CHOICE, emit, handles_errors, json_option, resolved_path
+from bundler.cli.options import RUNNER_CHOICE, allow_tag_option, emit, handles_errors, json_option, resolved_path
 
 
 @click.command()
-@click.argument("bundle", type=resolved_path())
+@click.argument("target", metavar="BUNDLE|FILE.tar|oci://HOST/REPO@sha256:DIGEST")
 @click.option(
     "--key",
     "trusted_keys",
     multiple=True,
     type=resolved_path(),
-    help="A public key the governing signature must come from (repeatable); without it, any valid signature governs.",
+    help="A public key the governing signature must come from (repeatable); without it, any valid signature "
+    "governs. On a directory, each adapter's OpenSSF model.sig must verify with one of them too.",
 )
 @click.option("--strict", is_flag=True, help="Also fail on files added after the governing signature was made.")
+@allow_tag_option
 @json_option
 @handles_errors
-def verify(bundle: Path, trusted_keys: tuple[Path, ...], strict: bool, as_json: bool) -> None:
-    """Check BUNDLE (a directory or an exported .tar): BagIt 1.0, recomputed IDs and statements, signatures.
+def verify(target: str, trusted_keys: tuple[Path, ...], strict: bool, allow_tag: bool, as_json: bool) -> None:
+    """Check a bundle (a directory, an exported .tar, or a registry artifact by digest): BagIt 1.0, IDs, signatures.
 
-    Exit 1 naming each file and rule that failed; exit 2 when BUNDLE is not a bundle or cannot be read.
+    Exit 1 naming each file and rule that failed; exit 2 when it is not a bundle or cannot be read.
     """
     from bundler.bundle.archive import verify_target
     from bundler.bundle.signing import load_public_key
     from bundler.errors import VerifyFailed
 
     keys = [load_public_key(k) for k in trusted_keys] or None
-    report = verify_target(bundle, trusted_keys=keys, strict=strict)
+    bundle, pulled = Path(target).resolve(), {}
+    if target.startswith("oci://"):
+        from bundler.oci.fetch import verify_from_registry
+
+        report, artifact = verify_from_registry(target, allow_tag=allow_tag, trusted_keys=keys, strict=strict)
+        bundle, pulled = Path(str(artifact.reference)), {"source": str(artifact.reference), "digest": artifact.digest}
+        if artifact.by_tag and not as_json:
+            click.echo(f"note: {target} resolved to {artifact.digest}", err=True)
+    else:
+        report = verify_target(bundle, trusted_keys=keys, strict=strict)
+        if keys and bundle.is_dir():
+            from bundler.bundle.oms import model_signature_findings
+
+            report.findings += model_signature_findings(bundle, keys)
     if as_json:
-        emit(report.as_dict(), True, "")
+        emit({**report.as_dict(), **pulled}, True, "")
         if not report.ok:
             sys.exit(1)
         return
     if not report.ok:
-        raise VerifyFailed(bundle, sorted(report.findings))
+        raise VerifyFailed(Path(pulled.get("source", target)), sorted(report.findings))
     for path in report.unsigned:
         click.echo(f"unsigned addition: {path} (added after the governing signature; --strict refuses it)", err=True)
     governing = next((s["name"] for s in report.signatures if s.get("governing")), None)
     signed = f", signed: {governing}" if governing else ""
     click.echo(f"ok {report.bundle_id} ({report.files_checked} files, {report.bytes_checked} bytes{signed})")
+    if pulled:
+        click.echo(pulled["source"])
 
 
 @click.command()

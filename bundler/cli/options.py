@@ -103,6 +103,11 @@ def handles_errors(func: F) -> F:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+allow_tag_option = click.option(
+    "--allow-tag",
+    is_flag=True,
+    help="Accept an oci:// reference by tag alone (resolved to a digest, which is printed); default: digest only.",
+)
 
 
 def resolved_path(**kwargs: Any) -> click.Path:
