@@ -138,7 +138,10 @@ def test_image_carries_the_bundle_id_and_starts_the_runtime_as_rendered(
 def test_auto_picks_docker_when_the_engine_answers_else_venv(
     bundle: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    from bundler.runners.execute import runner_choice
+
     assert choose_runner("auto") == "docker"
+    assert "the Docker engine on /var/run/docker.sock answered" in runner_choice("auto")[1]
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     assert choose_runner("auto") == "venv"
 
@@ -208,14 +211,18 @@ def test_an_engine_that_does_not_answer_is_named(bundle: Path, tmp_path: Path) -
     assert "no Docker engine answers" in done.stderr and "--runner venv" in done.stderr
 
 
-def test_base_image_digest_the_registry_lost_is_bad_input_pointing_to_vendor(
+def test_base_image_digest_the_local_registry_lacks_is_bad_input_naming_this_machines_digest(
     docker_client: Any, registry: str, tmp_path: Path
 ) -> None:
+    from bundler.recipe.images import resolve_digest
+
     gone = built_bundle(tmp_path, digest="sha256:" + "0" * 64)
     done = run_cli("run", str(gone), "--runner", "docker")
     assert done.returncode == 2, done.stderr
     assert "sha256:" + "0" * 64 in done.stderr and "is not available" in done.stderr
-    assert "--vendor" in done.stderr
+    here = resolve_digest("127.0.0.1:5000/bundler/debian-python:3.11")["manifest_digest"]
+    assert f"this machine's base image is 127.0.0.1:5000/bundler/debian-python:3.11@{here}" in done.stderr
+    assert "bundler lock PROJECT" in done.stderr
     assert not docker_client.images.list(filters={"label": f"{LABEL_BUNDLE_ID}={bundle_id_of(gone)}"})
 
 

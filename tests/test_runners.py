@@ -253,3 +253,32 @@ def test_host_drift_names_only_the_packages_that_differ_and_refuses_them() -> No
     assert checked_drift(lock, allow_drift=True) == expected
     with pytest.raises(InputError, match="rich"):
         checked_drift(lock, allow_drift=False)
+
+
+def test_auto_without_an_engine_picks_the_venv_and_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bundler.runners.execute import runner_choice
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
+    runner, why = runner_choice("auto")
+    assert runner == "venv"
+    assert f"no Docker engine answers on {tmp_path}/none.sock" in why and "--runner docker" in why
+    assert runner_choice("venv") == ("venv", "") and runner_choice("docker") == ("docker", "")
+
+
+def test_build_and_run_default_to_auto_and_read_bundler_runner(tmp_path: Path) -> None:
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "BUNDLER_RUNNER"} | {"NO_COLOR": "1", "COLUMNS": "200"}
+    for command in ("build", "run"):
+        shown = subprocess.run(
+            [sys.executable, "-m", "bundler", command, "--help"], capture_output=True, text=True, env=env
+        ).stdout
+        assert "[default: auto]" in " ".join(shown.split()), shown
+    refused = subprocess.run(
+        [sys.executable, "-m", "bundler", "build", str(tmp_path), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=env | {"BUNDLER_RUNNER": "nowhere"},
+    )
+    assert refused.returncode == 2 and "nowhere" in refused.stderr

@@ -124,7 +124,14 @@ def split(project: Path, out: Path | None, as_json: bool) -> None:
     help="Directory to write the bundle into (must not hold one).",
 )
 @click.option("--allow-dirty", is_flag=True, help="Bundle uncommitted changes as a patch; the bundle is marked dirty.")
-@click.option("--runner", type=RUNNER_CHOICE, default="venv", show_default=True, help="Where the fine-tune runs.")
+@click.option(
+    "--runner",
+    type=RUNNER_CHOICE,
+    default="auto",
+    envvar="BUNDLER_RUNNER",
+    show_default=True,
+    help="Where the fine-tune runs; auto: docker when an engine answers, else venv (stderr says which and why).",
+)
 @click.option("--no-run", is_flag=True, help="Write the bundle without running the fine-tune.")
 @click.option("--no-vendor-data", is_flag=True, help="Do not copy the dataset files into data/vendor/.")
 @click.option(
@@ -172,7 +179,14 @@ def build(
 
 @click.command()
 @click.argument("bundle", type=resolved_path())
-@click.option("--runner", type=RUNNER_CHOICE, default="venv", show_default=True)
+@click.option(
+    "--runner",
+    type=RUNNER_CHOICE,
+    default="auto",
+    envvar="BUNDLER_RUNNER",
+    show_default=True,
+    help="auto: docker when an engine answers, else venv.",
+)
 @click.option(
     "--model", "model_dir", type=resolved_path(), help="Model snapshot, when the bundle does not vendor it."
 )

@@ -162,6 +162,16 @@ def resolve_digest(reference: str, *, timeout: float = 10.0) -> dict[str, str | 
     raise UnknownImageError(reference, [], [], registry_said="no linux/amd64 manifest in its manifest list")
 
 
+def local_tag_digest(reference: str) -> str | None:
+    """The digest a local registry's tag points at now (a machine-built base image); None for remote ones."""
+    try:
+        if not parse_reference(reference).is_local:
+            return None
+        return resolve_digest(reference, timeout=5.0)["manifest_digest"]
+    except (OSError, ValueError, InputError):  # the caller then gives its general advice
+        return None
+
+
 def image_lock_record(env: EnvironmentConfig, *, offline: bool, directory: Path | None = None) -> dict:
     """Build the image.lock.json record (reference, digests, cuda); never the local image ID."""
     entry = find_image(env.image, directory)

@@ -144,7 +144,11 @@ def ensure_base_image(client: Any, image_lock: dict[str, Any]) -> str:
         client.api.pull(pinned)
     except docker.errors.APIError as exc:
         said = str(getattr(exc, "explanation", "") or exc)
-        raise BaseImageUnavailableError(reference, str(image_lock["digest"]), said) from None
+        # deferred: it loads pydantic, which only this failure path needs
+        from bundler.recipe.images import local_tag_digest
+
+        holds = local_tag_digest(reference)
+        raise BaseImageUnavailableError(reference, str(image_lock["digest"]), said, holds) from None
     try:
         client.images.get(pinned)
     except docker.errors.ImageNotFound:

@@ -70,8 +70,10 @@ def run_bundle(
 ) -> str:
     """Run a sealed bundle with a runner, then write its model card; return the run ID."""
 
-    runner = choose_runner(runner)
+    runner, why = runner_choice(runner)
     ui.stage(f"running the fine-tune ({runner} runner)")
+    if why:
+        ui.info(why)
     request = RunRequest(
         bundle,
         model_dir,
@@ -100,9 +102,25 @@ def annotate_run(bundle: Path, run_id: str) -> None:
 
 def choose_runner(runner: str) -> str:
     """`auto` is docker when an engine answers, else venv; run.json records the runner actually used."""
-    if runner == "auto":
-        return "docker" if docker_available() else "venv"
-    return runner
+    return runner_choice(runner)[0]
+
+
+def runner_choice(runner: str) -> tuple[str, str]:
+    """The runner to use and, for `auto`, why (one line for stderr); an explicit runner needs no reason."""
+    if runner != "auto":
+        return runner, ""
+    socket_path = engine_socket()
+    if docker_available():
+        return "docker", f"--runner auto: the Docker engine on {socket_path} answered, so the run is in a container"
+    return "venv", (
+        f"--runner auto: no Docker engine answers on {socket_path}, so the run uses a locked venv on this host "
+        "(start one with .ci/setup-docker.sh, or pass --runner docker to require it)"
+    )
+
+
+def engine_socket() -> str:
+    """The engine's Unix socket path: DOCKER_HOST's when set, else the default."""
+    return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
 
 
 def execute(runner: str, request: RunRequest) -> str:
@@ -121,7 +139,7 @@ def docker_available() -> bool:
     """True when a Docker engine answers on its socket (a quick ping, no import of docker-py)."""
     import socket
 
-    path = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
+    path = engine_socket()
     if not os.path.exists(path):
         return False
     try:
