@@ -60,7 +60,7 @@ def uv_binary() -> str:
         return found
 
 
-def _source_args(sources: PackageSources) -> list[str]:
+def source_args(sources: PackageSources) -> list[str]:
     args = ["--index-url", sources.index_url] if sources.index_url else ["--no-index"]
     for url in sources.extra_index_urls:
         args += ["--extra-index-url", url]
@@ -107,7 +107,7 @@ def _resolver_command(
             "--quiet",
             "--output-file",
             str(output),
-            *_source_args(sources),
+            *source_args(sources),
             "requirements.in",
         ]
     # unsafe-best-match: consider every source as pip does, so both resolvers agree.
@@ -126,7 +126,7 @@ def _resolver_command(
         "unsafe-best-match",
         "--output-file",
         str(output),
-        *_source_args(sources),
+        *source_args(sources),
         "requirements.in",
     ]
     if offline:
