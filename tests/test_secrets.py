@@ -123,7 +123,9 @@ def test_planted_secrets_reach_no_byte_of_a_built_bundle(tmp_path: Path, quickst
     assert build.returncode == 0, build.stderr[-3000:]
     blobs = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert any(name.endswith("/env.json") for name in blobs) and any(name.endswith("README.md") for name in blobs)
-    assert b"127.0.0.1:9/team/quickstart.git" in blobs["data/recipe/source.json"]  # the URL is kept, bare
+    # the URL is kept, bare, outside the ID (bag-info.txt), never in the recipe
+    assert b"Source-Origin: https://127.0.0.1:9/team/quickstart.git" in blobs["bag-info.txt"]
+    assert b"127.0.0.1:9" not in blobs["data/recipe/source.json"]
     export = run_cli("export", str(out), "-o", str(tmp_path / "b.tar"), env=env)
     assert export.returncode == 0, export.stderr
     blobs |= {
