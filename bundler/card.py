@@ -161,6 +161,7 @@ def render_card(bundle_dir: Path, run_id: str, *, repo_id: str | None = None, st
         "hardware": facts.hardware(),
         "splits": facts.splits_table(),
         "evals": [(r.metric_name, f"{r.metric_value:.6g}") for r in eval_results],
+        "before_after": facts.before_after(),
         "loss_image": "loss.png" if loss_png is not None else None,
         "quantization": facts.quantization(),
         "load_repo": _public(load_repo),
@@ -339,6 +340,7 @@ class BundleFacts:
             ("Base image digest", _code(self.image.get("digest"))),
             ("Base model", _code(self.model.get("id"))),
             ("Base model revision", _code(self.model.get("revision"))),
+            *self.gguf_rows(),
             ("Base model files", _files_summary(self.model.get("files"))),
             ("Dataset", _public(_hub_dataset(self.dataset) or self.dataset.get("format"))),
             ("Dataset sha256", _files_summary(dataset_files)),
@@ -355,6 +357,38 @@ class BundleFacts:
             ("Version drift allowed", _public(self.run.get("allow_drift"))),
         ]
         return [(label, _cell(value)) for label, value in rows]
+
+    def gguf_rows(self) -> list[tuple[str, str]]:
+        """The GGUF file the base model was converted from, its hash, and how it was converted."""
+        pinned = self.model.get("gguf")
+        if self.model.get("source") != "gguf" or not isinstance(pinned, dict):
+            return []
+        name = pinned.get("file") or pinned.get("path")
+        shipped = f" in {pinned['distribution']} {pinned.get('version')}" if pinned.get("distribution") else ""
+        conversion = self.model.get("conversion") or {}
+        versions = conversion.get("libraries") or {}
+        fixes = conversion.get("fixes") or []
+        return [
+            ("Base model GGUF file", f"{_code(name)}{_public(shipped) if shipped else ''}"),
+            ("Base model GGUF sha256", _code(pinned.get("sha256"))),
+            (
+                "GGUF conversion",
+                f"transformers {_public(versions.get('transformers'))}, gguf {_public(versions.get('gguf'))}, "
+                f"{_public(conversion.get('dtype'))}; fixes: {'; '.join(map(_public, fixes)) or 'none'}",
+            ),
+        ]
+
+    def before_after(self) -> list[tuple[str, str, str]]:
+        """(metric, base model, adapter) for the test-split label scores, when the run measured the base."""
+        evaluation = self.results.get("eval") or {}
+        base = evaluation.get("base")
+        if not isinstance(base, dict):
+            return []
+        return [
+            (name, _number(base.get(key)), _number(evaluation.get(key)))
+            for key, name in (("accuracy", "Accuracy"), ("macro_f1", "Macro F1"), ("val_loss", "Validation loss"))
+            if key in base
+        ]
 
     def seeds(self) -> str:
         seeds = {

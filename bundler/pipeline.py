@@ -163,6 +163,11 @@ def locate_inputs(bundle: Path, model_dir: Path | None, data_dir: Path | None, r
             from bundler.models import hub_snapshot
 
             model_dir = hub_snapshot(record)
+        elif record.get("source") == "gguf":
+            from bundler.recipe.gguf import resolve_gguf
+
+            lock = recipe / "requirements.lock"
+            model_dir, _ = resolve_gguf(record, None, lock, sha256_file(lock), use_host=runner == "host")
         elif record.get("source") == "tiny":
             from bundler.config import parse_config
             from bundler.models import materialize_tiny

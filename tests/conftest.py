@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-QUICKSTART = REPO / "examples" / "quickstart"
+# The fast fixture most tests build: the tiny random model on the quickstart's data (seconds per run).
+# The real quickstart (SmolLM2 from a GGUF file) is built by tests/test_gguf.py and tests/test_golden.py.
+QUICKSTART = REPO / "examples" / "tiny"
+REAL_QUICKSTART = REPO / "examples" / "quickstart"
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -38,7 +41,7 @@ def make_git_project(source: Path, target: Path) -> Path:
 
 @pytest.fixture
 def quickstart(tmp_path: Path) -> Path:
-    """The quickstart example as a committed git repository in tmp_path."""
+    """The tiny example (the fast fixture) as a committed git repository in tmp_path."""
     return make_git_project(QUICKSTART, tmp_path / "quickstart")
 
 

@@ -198,6 +198,30 @@ def run_training(
     determinism.update(quantization_settings(lora, dtype))
     check_model_fits(base, train, lora, tokenizer.vocab_size)
     model = apply_lora(base, lora, init_seed=int(lora.get("init_seed", seed)), compute_dtype=dtype)
+    candidates = (
+        sorted({str(r[data["label_field"]]) for part in splits.values() for r in part})
+        if (data.get("label_field") and splits.get("test"))
+        else None
+    )
+    base_metrics = None
+    if candidates:
+        # The base model's scores with the same label scoring and validation loss the adapter gets:
+        # the adapter disabled, nothing trained yet, no RNG drawn (eval mode, no grad).
+        model.peft_model.eval()
+        with model.peft_model.disable_adapter():
+            base_metrics = label_metrics(
+                model,
+                splits["test"],
+                candidates,
+                data=data,
+                tokenizer=tokenizer,
+                max_len=max_len,
+                pad_id=tokenizer.pad_token_id,
+            )
+            base_metrics["val_loss"] = eval_loss(
+                model, encoded.get("val", []), int(train.get("batch_size", 8)), tokenizer.pad_token_id
+            )
+        log(f"base model, before training: test accuracy {base_metrics['accuracy']:.4f}")
     optimizer, scheduler = make_optimizer(model, train)
     total_steps = int(train.get("max_steps", 1))
     steps = min(total_steps, max_steps) if max_steps else total_steps
@@ -254,8 +278,7 @@ def run_training(
         "val_loss": val_loss,
         "test_loss": eval_loss(model, encoded.get("test", []), batch_size, tokenizer.pad_token_id),
     }
-    if data.get("label_field") and splits.get("test"):
-        candidates = sorted({str(r[data["label_field"]]) for part in splits.values() for r in part})
+    if candidates:
         evaluation.update(
             label_metrics(
                 model,
@@ -267,6 +290,7 @@ def run_training(
                 pad_id=tokenizer.pad_token_id,
             )
         )
+        evaluation["base"] = base_metrics
     adapter_sha, tensor_sha = save_adapter(model, out, recipe)
     reference_sha, reference_seconds = write_reference(
         out,
