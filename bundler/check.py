@@ -42,6 +42,7 @@ REFERENCE_FILE = "reference_outputs.jsonl"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 IDENTICAL, EQUIVALENT, DIVERGED = "IDENTICAL", "EQUIVALENT", "DIVERGED"
 WORST_SHOWN = 5
+SAMPLE_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,8 @@ class Comparison:
     probes: list[dict[str, Any]]
     worst: list[dict[str, Any]]
     problems: list[str] = field(default_factory=list)
+    flipped: list[dict[str, Any]] = field(default_factory=list)  # every example whose predicted label changed
+    sample: list[dict[str, Any]] = field(default_factory=list)  # the first SAMPLE_SHOWN examples by ID, side by side
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -125,6 +128,8 @@ class Comparison:
             "probes": self.probes,
             "worst": self.worst,
             "problems": self.problems,
+            "flipped": self.flipped,
+            "sample": self.sample,
         }
 
 
@@ -167,6 +172,8 @@ def compare_reference(reference: ReferenceOutputs, check: ReferenceOutputs, tol:
         )
     rows: list[dict[str, Any]] = []
     flips = 0
+    flipped: list[dict[str, Any]] = []
+    sample: list[dict[str, Any]] = []
     for example_id in sorted(set(reference.examples) & set(check.examples)):
         ref, got = reference.examples[example_id], check.examples[example_id]
         bound = tol.loglik_per_token * max(1, int(ref.get("tokens") or 1))
@@ -189,6 +196,17 @@ def compare_reference(reference: ReferenceOutputs, check: ReferenceOutputs, tol:
                 }
             )
         flips += ref.get("predicted") != got.get("predicted")
+        side_by_side = {
+            "id": example_id,
+            "tokens": ref.get("tokens"),
+            "label": ref.get("label"),
+            "loglik": {"reference": ref.get("loglik"), "check": got.get("loglik")},
+            "predicted": {"reference": ref.get("predicted"), "check": got.get("predicted")},
+        }
+        if ref.get("predicted") != got.get("predicted"):
+            flipped.append(side_by_side)
+        if len(sample) < SAMPLE_SHOWN:
+            sample.append(side_by_side)
     metrics: dict[str, dict[str, float | None]] = {}
     for name in ("accuracy", "macro_f1", "mean_loglik_per_token"):
         a, b = reference.summary.get(name), check.summary.get(name)
@@ -230,6 +248,8 @@ def compare_reference(reference: ReferenceOutputs, check: ReferenceOutputs, tol:
         probes,
         worst[:WORST_SHOWN],
         problems,
+        flipped,
+        sample,
     )
 
 
@@ -448,6 +468,21 @@ def _ratio(a: float, b: object) -> float | None:
     return round(a / b, 3) if isinstance(b, (int, float)) and b > 0 else None
 
 
+def _example_line(example: Mapping[str, Any]) -> str:
+    """One example side by side: log-likelihood (nats over its tokens) and predicted label, run -> check."""
+    loglik, predicted = example["loglik"], example["predicted"]
+
+    def nats(value: object) -> str:
+        return f"{value:.6f}" if isinstance(value, (int, float)) else "missing"
+
+    label = f", true label {example['label']}" if example.get("label") is not None else ""
+    guess = f", predicted {predicted['reference']} -> {predicted['check']}" if predicted["reference"] else ""
+    return (
+        f"{example['id']}: {nats(loglik['reference'])} -> {nats(loglik['check'])} nats "
+        f"over {example['tokens']} token(s){label}{guess}"
+    )
+
+
 def report_lines(report: Mapping[str, Any]) -> list[str]:
     """The report for a person: verdict, evidence, the worst examples, timing, what changed."""
     adapter = report["adapter"]
@@ -474,6 +509,12 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         for p in probes
         if not p["same_tokens"]
     ]
+    if report.get("sample"):
+        lines.append("  per-example log-likelihood of the reference response, run -> check (first by ID):")
+        lines += [f"    {_example_line(e)}" for e in report["sample"]]
+    if report.get("flipped"):
+        lines.append(f"  label flips ({len(report['flipped'])}):")
+        lines += [f"    {_example_line(e)}" for e in report["flipped"]]
     if report["worst"]:
         lines.append("  worst examples:")
         lines += [

@@ -11,7 +11,8 @@ exits 3. The traps it handles (seen with SmolLM2-135M-Instruct, issue 18):
 - transformers 4.57 converts SmolLM2's tokenizer with eos `<|im_start|>`, no pad token and a BOS added;
   the GGUF's own metadata says eos = pad = `<|im_end|>` (id 2) and no BOS, and that metadata wins here;
 - a folder saved by 5.x keeps rope theta only under `rope_parameters`; 4.57 does not read that key and
-  silently uses 10000 instead of 100000, so the top-level `rope_theta` is written too and checked.
+  silently uses 10000 instead of 100000, so the top-level `rope_theta` is written too and checked;
+- a folder saved by 5.x names its tokenizer class `TokenizersBackend`, which 4.57 cannot load.
 """
 
 from __future__ import annotations
@@ -153,6 +154,19 @@ def pin_rope_theta(folder: Path, expected: float | None) -> list[str]:
     return fixes
 
 
+def pin_tokenizer_class(folder: Path) -> list[str]:
+    """Name a tokenizer class every transformers version has: 5.x saves "TokenizersBackend", which 4.x
+    cannot load ("does not exist or is not currently imported"); PreTrainedTokenizerFast reads
+    tokenizer.json as it is in both (checked with 4.57.6 and 5.24.0: same ids, same special tokens)."""
+    path = folder / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("tokenizer_class") != "TokenizersBackend":
+        return []
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return ["tokenizer_config.json: tokenizer_class TokenizersBackend -> PreTrainedTokenizerFast (absent in 4.x)"]
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -182,6 +196,7 @@ def convert(gguf_path: Path, out: Path) -> dict[str, Any]:
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     fixes += pin_rope_theta(tmp, meta["rope_theta"])
+    fixes += pin_tokenizer_class(tmp)
 
     # Read the folder back the way training will, and check that it is the model that was converted.
     reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, local_files_only=True)
