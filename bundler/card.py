@@ -514,7 +514,9 @@ def _split_method(splits: dict[str, Any]) -> str | None:
     ratios = method.get("ratios") or {}
     parts = [str(method.get("name")), f"seed {method.get('seed')}"]
     if ratios:
-        parts.append(" / ".join(f"{k} {ratios[k]:g}" for k in ("train", "val", "test") if k in ratios))
+        # "train/val/test 0.8/0.1/0.1": a " / " separator reads as a local path to _public and was withheld
+        names = [k for k in ("train", "val", "test") if k in ratios]
+        parts.append(f"{'/'.join(names)} {'/'.join(f'{ratios[k]:g}' for k in names)}")
     dedupe = splits.get("dedupe")
     if isinstance(dedupe, dict) and dedupe.get("mode"):
         parts.append(f"dedupe {dedupe['mode']}")
