@@ -113,7 +113,7 @@ def case(root: Path, out: Path, name: str, shape: str, device: str, steps: int, 
 
 def cli_table(bundle: Path, report: dict) -> str:
     """The terminal table of the same comparison, without running again (what `bundler replay` prints)."""
-    code = "import json,sys; from bundler.report import render_table; render_table(json.load(open(sys.argv[1])))"
+    code = "import json,sys; from bundler.audit.report import render_table; render_table(json.load(open(sys.argv[1])))"
     path = bundle.parent / "report-for-table.json"
     path.write_text(json.dumps(report))
     return subprocess.run(

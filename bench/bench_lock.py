@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bundler.config import EnvironmentConfig  # noqa: E402
-from bundler.lock import write_lock  # noqa: E402
+from bundler.recipe.config import EnvironmentConfig  # noqa: E402
+from bundler.recipe.lock import write_lock  # noqa: E402
 
 QUICKSTART = "torch==2.13.0\ntransformers\npeft\nsafetensors\nnumpy\n"
 

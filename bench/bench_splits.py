@@ -86,8 +86,8 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def run_case(case: str, data: Path) -> dict[str, Any]:
-    from bundler.config import BundleConfig
-    from bundler.splits import build_manifest, content_hash, write_manifest
+    from bundler.recipe.config import BundleConfig
+    from bundler.recipe.splits import build_manifest, content_hash, write_manifest
 
     start = time.perf_counter()
     extra: dict[str, Any] = {}

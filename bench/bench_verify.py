@@ -20,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bundler.bundle import seal_bundle, verify_bundle  # noqa: E402
+from bundler.bundle.bag import seal_bundle
+from bundler.bundle.verify import verify_bundle  # noqa: E402
 
 
 def make_bundle(root: Path, total: int, count: int) -> list[Path]:

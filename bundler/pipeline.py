@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bundler import ui
-from bundler.atomic import atomic_dir
-from bundler.bundle import RECIPE, VENDOR, seal_bundle
-from bundler.config import BundleConfig, dump_resolved, load_config
+from bundler.bundle.atomic import atomic_dir
+from bundler.bundle.bag import RECIPE, VENDOR, seal_bundle
+from bundler.bundle.hashing import canonical_json, sha256_file
 from bundler.errors import InputError, OutputExistsError
-from bundler.hashing import canonical_json, sha256_file
+from bundler.recipe.config import BundleConfig, dump_resolved, load_config
+from bundler.runners.execute import run_bundle
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,10 @@ class BuildResult:
 
 def data_dir_of(config: BundleConfig, project: Path) -> Path:
     """The directory the dataset files live in (the runtime's BUNDLER_DATA_DIR)."""
-    from bundler.config import HUB_DATASET_PREFIXES
+    from bundler.recipe.config import HUB_DATASET_PREFIXES
 
     if config.data.path.startswith(HUB_DATASET_PREFIXES):
-        from bundler.datasource import dataset_dir
+        from bundler.recipe.datasource import dataset_dir
 
         return dataset_dir(config, project)  # the checked snapshot in the Hub cache
     path = (project / config.data.path).resolve()
@@ -56,8 +57,8 @@ def pinned_image(project: Path, env) -> dict:
     """The image pin `bundler lock` wrote beside the lock; without one, resolve it now (registry, then catalog)."""
     import json
 
-    from bundler import images
     from bundler.errors import CheckFailed
+    from bundler.recipe import images
 
     path = project / "image.lock.json"
     if not path.is_file():
@@ -74,10 +75,10 @@ def write_recipe(
     config: BundleConfig, project: Path, recipe: Path, *, allow_dirty: bool, runner: str
 ) -> tuple[Path, Path]:
     """Write every recipe file into `recipe`; return the model and dataset directories for the run."""
-    from bundler import lock, source, splits
-    from bundler.datasource import describe_dataset
-    from bundler.dockerfile import render_dockerfile
-    from bundler.runners import runtime_source
+    from bundler.paths import runtime_source
+    from bundler.recipe import lock, source, splits
+    from bundler.recipe.datasource import describe_dataset
+    from bundler.recipe.dockerfile import render_dockerfile
 
     env = config.environment
     lock_path = project / env.lock
@@ -95,7 +96,7 @@ def write_recipe(
 
     lock_sha = sha256_file(lock_path)
     ui.stage(f"preparing the base model {config.model.id}")
-    from bundler.models import resolve_model
+    from bundler.recipe.models import resolve_model
 
     model_dir, model_record = resolve_model(config, project, lock_path, lock_sha, use_host=runner == "host")
 
@@ -133,7 +134,7 @@ def vendor_dataset(bundle: Path, data_dir: Path) -> Path:
 
 def vendor_wheels(bundle: Path) -> Path:
     """Store the lock's wheels (checked against its hashes) in data/vendor/wheels/: a rebuild needs no index."""
-    from bundler.wheelhouse import download_wheelhouse
+    from bundler.recipe.wheelhouse import download_wheelhouse
 
     ui.stage("vendoring the locked wheels into data/vendor/wheels/")
     folder = download_wheelhouse(bundle / RECIPE / "requirements.lock", bundle / VENDOR / "wheels")
@@ -144,45 +145,6 @@ def vendor_wheels(bundle: Path) -> Path:
     return folder
 
 
-def locate_inputs(bundle: Path, model_dir: Path | None, data_dir: Path | None, runner: str) -> tuple[Path, Path]:
-    """Find the model snapshot and dataset for running a finished bundle: vendored, given, or re-made."""
-    import json
-
-    recipe = bundle / RECIPE
-    if data_dir is None:
-        vendored = bundle / VENDOR / "dataset"
-        if not vendored.is_dir():
-            raise InputError(f"{bundle} does not vendor its dataset", "pass --data DIR with the dataset files")
-        data_dir = vendored
-    if model_dir is None:
-        vendored = bundle / VENDOR / "model"
-        record = json.loads((recipe / "model.json").read_text())
-        if vendored.is_dir():
-            model_dir = vendored
-        elif record.get("source") == "hub":
-            from bundler.models import hub_snapshot
-
-            model_dir = hub_snapshot(record)
-        elif record.get("source") == "gguf":
-            from bundler.recipe.gguf import resolve_gguf
-
-            lock = recipe / "requirements.lock"
-            model_dir, _ = resolve_gguf(record, None, lock, sha256_file(lock), use_host=runner == "host")
-        elif record.get("source") == "tiny":
-            from bundler.config import parse_config
-            from bundler.models import materialize_tiny
-
-            config = parse_config((recipe / "config.toml").read_text(), recipe / "config.toml")
-            lock = recipe / "requirements.lock"
-            model_dir = materialize_tiny(config, lock, sha256_file(lock), use_host=runner == "host")
-        else:
-            raise InputError(
-                f"{bundle} does not vendor its base model {record.get('id')}",
-                "pass --model DIR with the model snapshot (its files are checked against model.json)",
-            )
-    if not model_dir.is_dir():
-        raise InputError(f"model snapshot {model_dir} does not exist", "pass --model DIR with the snapshot")
-    return model_dir, data_dir
 
 
 def build(
@@ -204,7 +166,7 @@ def build(
     _check_out(out)
     if push and not run:
         raise InputError("--push needs a run to publish", "drop --no-run, or push later with `bundler push`")
-    from bundler.bundle import remove_stale_partials
+    from bundler.bundle.bag import remove_stale_partials
 
     remove_stale_partials(out)  # what builds killed by SIGKILL left beside --out (never a running build's)
     with atomic_dir(out) as work:
@@ -223,47 +185,10 @@ def build(
             )
     publish = None
     if push and run_id:
-        from bundler.publish import push_run
+        from bundler.publish.push import push_run
 
         ui.stage(f"pushing the adapter and card to {push}")
         publish = push_run(out, push, run_id=run_id, private=config.publish.private)
     return BuildResult(out, bundle_id, run_id, publish)
 
 
-def run_bundle(
-    bundle: Path,
-    *,
-    runner: str,
-    model_dir: Path,
-    data_dir: Path,
-    max_steps: int | None = None,
-    allow_drift: bool = False,
-    gpus: str | None = None,
-    processes: int | None = None,
-    tracking: dict | None = None,
-) -> str:
-    """Run a sealed bundle with a runner, then write its model card; return the run ID."""
-    from bundler.bundle import reseal_run
-    from bundler.card import write_card
-    from bundler.runners import RunRequest, choose_runner, execute
-
-    runner = choose_runner(runner)
-    ui.stage(f"running the fine-tune ({runner} runner)")
-    request = RunRequest(
-        bundle,
-        model_dir,
-        data_dir,
-        max_steps=max_steps,
-        allow_drift=allow_drift,
-        gpus=gpus,
-        processes=processes,
-        tracking=tracking,
-    )
-    run_id = execute(runner, request)
-    ui.stage(f"run {run_id[:12]} recorded; writing the model card")
-    write_card(bundle, run_id)
-    reseal_run(bundle, run_id)
-    from bundler.provenance import write_provenance
-
-    write_provenance(bundle, run_id)
-    return run_id

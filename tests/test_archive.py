@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from bundler import bundle as fmt
-from bundler.archive import ImportLimits, export_bundle, import_bundle, verify_archive
+from bundler.bundle import bag as fmt
+from bundler.bundle.verify import verify_bundle
+from bundler.bundle.archive import ImportLimits, export_bundle, import_bundle, verify_archive
 from bundler.errors import InputError, UnsafeArchiveError, VerifyFailed
-from bundler.hashing import canonical_json, sha256_bytes
+from bundler.bundle.hashing import canonical_json, sha256_bytes
 from tests.conftest import run_cli
 from tests.test_bundle_format import add_fake_run, make_bundle
 
@@ -235,7 +236,7 @@ def test_a_resealed_vendored_file_is_checked_against_the_recipe_hash(bundle: Pat
     (bundle / "data" / "vendor" / "dataset" / "d.jsonl").write_text('{"id": "1", "text": "poisoned"}\n')
     fmt.seal_bundle(bundle)  # manifests now agree with the poisoned file; the bundle ID does not move
     assert fmt.bundle_id_of(bundle) == before
-    found = fmt.verify_bundle(bundle).findings
+    found = verify_bundle(bundle).findings
     assert found == [
         "vendored file data/vendor/dataset/d.jsonl does not match data/recipe/dataset.json "
         f"(found sha256 {fmt.sha256_file(bundle / 'data/vendor/dataset/d.jsonl')[:12]})"
@@ -249,7 +250,7 @@ def test_vendored_files_no_recipe_names_are_findings(bundle: Path) -> None:
     (vendor / "wheels" / "numpy-2.0.0-cp311-none-any.whl").write_bytes(b"not the locked wheel")
     (vendor / "stray.bin").write_bytes(b"?")
     fmt.seal_bundle(bundle)
-    found = fmt.verify_bundle(bundle).findings
+    found = verify_bundle(bundle).findings
     assert "vendored file data/vendor/dataset/planted.jsonl is not named by data/recipe/dataset.json" in found
     assert any(f.startswith("vendored file data/vendor/wheels/numpy-2.0.0-cp311-none-any.whl") for f in found)
     assert any(f.startswith("vendored file data/vendor/stray.bin is not under") for f in found)
@@ -262,4 +263,4 @@ def test_a_locked_wheel_with_the_right_hash_passes(bundle: Path) -> None:
     (bundle / "data" / "vendor" / "wheels").mkdir()
     (bundle / "data" / "vendor" / "wheels" / "numpy-2.0.0-cp311-none-any.whl").write_bytes(wheel)
     fmt.seal_bundle(bundle)
-    assert fmt.verify_bundle(bundle).findings == []
+    assert verify_bundle(bundle).findings == []

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bundler import bundle as fmt
-from bundler.hashing import sha256_file
+from bundler.bundle import bag as fmt
+from bundler.bundle.verify import verify_bundle
+from bundler.bundle.hashing import sha256_file
 from tests.conftest import git, run_cli
 
 pytestmark = pytest.mark.slow
@@ -83,7 +84,7 @@ def test_built_bundle_has_the_design_layout_and_verifies(two_builds) -> None:
         assert (run / name).is_file(), name
     results = json.loads((run / "results.json").read_text())
     assert results["adapter_sha256"] == sha256_file(run / "adapter" / "adapter_model.safetensors")
-    assert fmt.verify_bundle(one).ok
+    assert verify_bundle(one).ok
     assert run_cli("verify", str(one)).returncode == 0
     card = (run / "README.md").read_text()
     assert first["bundle_id"] in card and first["run_id"] in card

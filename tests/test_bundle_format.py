@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bundler import bundle as fmt
+from bundler.bundle import bag as fmt
+from bundler.bundle.verify import verify_bundle
 from bundler.errors import InputError, NotABundleError
 from tests.conftest import run_cli
 
@@ -30,7 +31,7 @@ def add_fake_run(bundle: Path, tmp: Path, payload: bytes = b"weights") -> str:
 
 
 def findings(bundle: Path) -> list[str]:
-    return fmt.verify_bundle(bundle).findings
+    return verify_bundle(bundle).findings
 
 
 def test_bundle_id_depends_on_the_recipe_only(tmp_path: Path) -> None:
@@ -110,7 +111,7 @@ def test_manifest_line_with_a_bad_hash_is_an_input_error(tmp_path: Path) -> None
     manifest = bundle / "manifest-sha256.txt"
     manifest.write_text("nothex  data/recipe/config.toml\n" + manifest.read_text())
     with pytest.raises(InputError, match="line 1"):
-        fmt.verify_bundle(bundle)
+        verify_bundle(bundle)
 
 
 def test_unknown_format_version_is_not_a_bundle(tmp_path: Path) -> None:

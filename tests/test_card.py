@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bundler import bundle as fmt
-from bundler.card import NOT_RECORDED, render_card, write_card
+from bundler.bundle import bag as fmt
+from bundler.bundle.verify import verify_bundle
+from bundler.publish.card import NOT_RECORDED, render_card, write_card
 from bundler.errors import CardMetadataError
 
 CONFIG = """\
@@ -330,17 +331,17 @@ def test_card_of_an_older_bundle_says_not_recorded_instead_of_failing(tmp_path: 
 
 def test_writing_the_card_keeps_the_bundle_verifiable(tmp_path: Path) -> None:
     bundle, run_id = make_run_bundle(tmp_path)
-    assert fmt.verify_bundle(bundle).ok
+    assert verify_bundle(bundle).ok
     (bundle / "data" / "runs" / run_id / "README.md").unlink(missing_ok=True)
     fmt.reseal_run(bundle, run_id)
     write_card(bundle, run_id)
-    assert fmt.verify_bundle(bundle).findings == []
+    assert verify_bundle(bundle).findings == []
 
 
 def test_card_and_loss_image_are_byte_identical_across_processes(tmp_path: Path) -> None:
     bundle, run_id = make_run_bundle(tmp_path)
     code = (
-        "import sys, hashlib; from pathlib import Path; from bundler.card import render_card; "
+        "import sys, hashlib; from pathlib import Path; from bundler.publish.card import render_card; "
         "c = render_card(Path(sys.argv[1]), sys.argv[2]); "
         "print(hashlib.sha256(c.text.encode()).hexdigest(), hashlib.sha256(c.loss_png).hexdigest())"
     )

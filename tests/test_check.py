@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bundler.bundle import verify_bundle
-from bundler.check import (
+from bundler.bundle.verify import verify_bundle
+from bundler.audit.check import (
     DIVERGED,
     EQUIVALENT,
     IDENTICAL,
@@ -23,7 +23,7 @@ from bundler.check import (
     Tolerances,
     compare_reference,
 )
-from bundler.hashing import hash_tree, sha256_file
+from bundler.bundle.hashing import hash_tree, sha256_file
 from tests.conftest import QUICKSTART, make_git_project, run_cli
 from tests.fixtures.hub_server import HubServer
 
@@ -278,6 +278,6 @@ def test_no_check_module_imports_torch_at_the_top_level():
     import subprocess
     import sys
 
-    code = "import sys, bundler.check, bundler.cli; print('torch' in sys.modules)"
+    code = "import sys, bundler.audit.check, bundler.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}, check=True)
     assert out.stdout.strip() == "False"

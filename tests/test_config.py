@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bundler.config import dump_resolved, parse_config
+from bundler.recipe.config import dump_resolved, parse_config
 from bundler.errors import ConfigError
 
 MINIMAL = """

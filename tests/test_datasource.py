@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from bundler.config import BundleConfig
-from bundler.datasource import describe_dataset, load_records
+from bundler.recipe.config import BundleConfig
+from bundler.recipe.datasource import describe_dataset, load_records
 from bundler.errors import EXIT_INPUT, DatasetError, InputError
 
 

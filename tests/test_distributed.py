@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bundler.replay import fingerprint, fingerprint_differences
-from bundler.runners import RunRequest, runtime_env
+from bundler.audit.replay import fingerprint, fingerprint_differences
+from bundler.runners.launch import RunRequest, runtime_env
 from tests.test_replay import compare, env_record, make_bundle, record
 from tests.test_runtime import make_recipe, run_runtime
 
@@ -211,7 +211,7 @@ def test_processes_flag_and_docker_gpu_count_set_the_runtime_process_count(tmp_p
 
 
 def _run_files(bundle: Path, run_id: str) -> dict[str, dict]:
-    from bundler.bundle import RUNS
+    from bundler.bundle.bag import RUNS
 
     return {name: _json(bundle / RUNS / run_id / f"{name}.json") for name in ("env", "results", "run")}
 
@@ -226,7 +226,7 @@ def test_quickstart_with_two_processes_builds_in_the_venv_and_replays_identical(
     git(project, "commit", "-q", "-am", "two processes")
     built = run_cli("build", str(project), "--out", str(tmp_path / "bundle"), "--runner", "venv")
     assert built.returncode == 0, built.stderr[-3000:]
-    from bundler.bundle import list_runs
+    from bundler.bundle.bag import list_runs
 
     (run_id,) = list_runs(tmp_path / "bundle")
     files = _run_files(tmp_path / "bundle", run_id)
@@ -248,8 +248,8 @@ def test_quickstart_with_two_processes_builds_in_the_venv_and_replays_identical(
 def test_docker_and_venv_runners_give_the_same_two_process_adapter(
     docker_client: object, registry: str, tmp_path: Path
 ) -> None:
-    from bundler.pipeline import locate_inputs
-    from bundler.runners import execute
+    from bundler.runners.execute import locate_inputs
+    from bundler.runners.execute import execute
     from tests.test_docker_run import built_bundle
 
     bundle = built_bundle(tmp_path)

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from bundler.config import EnvironmentConfig
-from bundler.dockerfile import (
+from bundler.recipe.config import EnvironmentConfig
+from bundler.recipe.dockerfile import (
     LABEL_BUNDLE_ID,
     LABEL_LOCK_SHA256,
     build_context,
@@ -19,9 +19,10 @@ from bundler.dockerfile import (
     render_dockerfile,
 )
 from bundler.errors import UnknownImageError
-from bundler.images import image_lock_record, resolve_digest
-from bundler.lock import lock_sha256, write_lock
-from bundler.wheelhouse import download_wheelhouse
+from bundler.recipe.images import image_lock_record, resolve_digest
+from bundler.bundle.lockfile import lock_sha256
+from bundler.recipe.lock import write_lock
+from bundler.recipe.wheelhouse import download_wheelhouse
 from tests.fixtures.docker_env import BASE_IMAGE, BASE_IMAGE_NAME, RUNTIME_STUB
 
 pytestmark = pytest.mark.docker

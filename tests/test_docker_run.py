@@ -19,12 +19,13 @@ from typing import Any
 
 import pytest
 
-from bundler.bundle import RUNS, bundle_id_of, list_runs
-from bundler.config import load_config
-from bundler.dockerfile import LABEL_BUNDLE_ID
-from bundler.images import write_image_lock
-from bundler.pipeline import locate_inputs, run_bundle
-from bundler.runners import RunRequest, choose_runner
+from bundler.bundle.bag import RUNS, bundle_id_of, list_runs
+from bundler.recipe.config import load_config
+from bundler.recipe.dockerfile import LABEL_BUNDLE_ID
+from bundler.recipe.images import write_image_lock
+from bundler.runners.execute import locate_inputs, run_bundle
+from bundler.runners.launch import RunRequest
+from bundler.runners.execute import choose_runner
 from bundler.runners.docker import build_image, container_process, image_tag, run_kwargs
 from tests.conftest import QUICKSTART, git, make_git_project, run_cli
 

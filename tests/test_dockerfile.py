@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bundler.config import EnvironmentConfig
-from bundler.dockerfile import render_dockerfile
+from bundler.recipe.config import EnvironmentConfig
+from bundler.recipe.dockerfile import render_dockerfile
 from bundler.errors import WheelHashMismatchError
-from bundler.lock import write_lock
-from bundler.wheelhouse import download_wheelhouse, verify_wheelhouse
+from bundler.recipe.lock import write_lock
+from bundler.recipe.wheelhouse import download_wheelhouse, verify_wheelhouse
 
 IMAGE_LOCK = {
     "reference": "127.0.0.1:5000/bundler/debian-python:3.11",

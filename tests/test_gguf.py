@@ -16,9 +16,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from bundler.config import load_config
-from bundler.hashing import sha256_file
-from bundler.models import MODEL_LOCK, write_model_lock
+from bundler.bundle.hashing import sha256_file
+from bundler.recipe.config import load_config
+from bundler.recipe.models import MODEL_LOCK, write_model_lock
 from bundler.runtime.errors import RecipeInputError
 from bundler.runtime.gguf import fix_tokenizer, pin_rope_theta, pin_tokenizer_class, read_metadata
 from tests.conftest import REAL_QUICKSTART, git, make_git_project, run_cli
@@ -156,7 +156,7 @@ def test_tokenizer_class_only_5x_knows_is_renamed(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_converting_the_real_file_records_fixes_checks_and_file_hashes(tmp_path: Path) -> None:
-    from bundler.runners import runtime_source
+    from bundler.paths import runtime_source
 
     (tmp_path / "path").mkdir()
     (tmp_path / "path" / "runtime").symlink_to(runtime_source())

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from bundler import hub as hubio
-from bundler import models
-from bundler.config import BundleConfig, load_config
-from bundler.datasource import describe_dataset, find_dataset_files, load_records
+from bundler.recipe import models
+from bundler.recipe.config import BundleConfig, load_config
+from bundler.recipe.datasource import describe_dataset, find_dataset_files, load_records
 from bundler.errors import (
     ConfigError,
     DatasetError,
@@ -26,8 +26,8 @@ from bundler.errors import (
     InputError,
     ModelLockStaleError,
 )
-from bundler.hashing import sha256_bytes
-from bundler.splits import make_split_manifest
+from bundler.bundle.hashing import sha256_bytes
+from bundler.recipe.splits import make_split_manifest
 from tests.conftest import QUICKSTART, REPO, git, make_git_project, run_cli
 from tests.fixtures.hub_server import HubServer, _Handler
 
@@ -447,7 +447,7 @@ def test_two_different_revisions_for_one_dataset_are_refused(tmp_path: Path) -> 
 
 
 def test_a_revision_for_a_local_dataset_is_a_config_error() -> None:
-    from bundler.config import parse_config
+    from bundler.recipe.config import parse_config
 
     with pytest.raises(ConfigError, match="revision applies to Hub datasets only"):
         parse_config('[project]\nname = "p"\n[model]\nid = "org/m"\n[data]\npath = "d.jsonl"\nrevision = "v1"\n')
@@ -466,7 +466,7 @@ def test_snapshot_cache_lives_under_bundler_cache(hub: LocalHub) -> None:
 def test_running_a_built_bundle_finds_the_cached_hub_snapshot(
     hub: LocalHub, tiny_model: dict[str, bytes], tmp_path: Path
 ) -> None:
-    from bundler.pipeline import locate_inputs
+    from bundler.runners.execute import locate_inputs
 
     seed_model(hub, tiny_model)
     project = hub_project(tmp_path)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bundler.config import EnvironmentConfig
+from bundler.recipe.config import EnvironmentConfig
 from bundler.errors import InputError, UnknownImageError
-from bundler.images import (
+from bundler.recipe.images import (
     find_image,
     image_lock_record,
     load_catalog,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bundler import bundle as fmt
-
+from bundler.bundle import bag as fmt
+from bundler.bundle.verify import verify_bundle
 # stderr lines of `bundler build` (ui.stage), in the order they appear; the build is killed when one shows.
 KILL_POINTS = [
     "recording the code commit",
@@ -69,13 +69,13 @@ def test_a_build_killed_at_any_point_leaves_no_final_directory_and_a_rerun_succe
         [sys.executable, "-m", "bundler", "build", str(quickstart), "--out", str(out)], capture_output=True, text=True
     )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert fmt.verify_bundle(out).ok and len(fmt.list_runs(out)) == 1
+    assert verify_bundle(out).ok and len(fmt.list_runs(out)) == 1
     # The rerun removed what the killed builds left beside the bundle.
     assert sorted(p.name for p in out.parent.iterdir()) == ["bundle"]
 
 
 def test_partials_of_a_live_build_are_kept_and_a_killed_builds_are_removed(tmp_path: Path) -> None:
-    from bundler.atomic import atomic_dir
+    from bundler.bundle.atomic import atomic_dir
 
     final = tmp_path / "bundle"
     dead = tmp_path / ".bundle.abc123.partial"

@@ -1,4 +1,4 @@
-"""bundler.lock against real resolvers (pip-tools, uv) and real tiny wheels on this machine."""
+"""bundler.recipe.lock against real resolvers (pip-tools, uv) and real tiny wheels on this machine."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler.config import EnvironmentConfig
+from bundler.recipe.config import EnvironmentConfig
 from bundler.errors import (
     EXIT_CHECK_FAILED,
     EXIT_INPUT,
@@ -16,16 +16,9 @@ from bundler.errors import (
     StaleLockError,
     UnresolvableRequirementsError,
 )
-from bundler.hashing import sha256_file
-from bundler.lock import (
-    check_lock,
-    effective_input,
-    lock_header_input_sha,
-    lock_sha256,
-    parse_lock,
-    strip_credentials,
-    write_lock,
-)
+from bundler.bundle.hashing import sha256_file
+from bundler.recipe.lock import check_lock, effective_input, strip_credentials, write_lock
+from bundler.bundle.lockfile import lock_header_input_sha, lock_sha256, parse_lock
 
 ENV = EnvironmentConfig(image="debian-python-3.11")
 ALL_RUNTIME = "torch==2.13.0\ntransformers\npeft\nsafetensors\nnumpy\n"

@@ -1,6 +1,6 @@
 """Signed provenance: statements, RO-Crate, signatures, and `bundler verify` catching every forgery.
 
-Bundles are built by hand with bundler.bundle (fast); one slow test signs a real quickstart build.
+Bundles are built by hand with bundler.bundle.bag (fast); one slow test signs a real quickstart build.
 Keys are real ed25519 keys made in tmp_path.
 """
 
@@ -13,10 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from bundler import bundle as fmt
-from bundler import provenance
-from bundler.hashing import canonical_json
-from bundler.signing import generate_key, load_public_key, sign_bundle
+from bundler.bundle import bag as fmt
+from bundler.bundle import attest
+from bundler.bundle.verify import bundle_findings, verify_bundle
+from bundler.publish import provenance
+from bundler.bundle.hashing import canonical_json
+from bundler.bundle.signing import generate_key, load_public_key
+from bundler.publish.sign import sign_bundle
 from tests.conftest import run_cli
 
 CONFIG = """\
@@ -134,12 +137,12 @@ def key(tmp_path: Path) -> Path:
 
 
 def findings(bundle: Path) -> list[str]:
-    return fmt.verify_bundle(bundle).findings
+    return verify_bundle(bundle).findings
 
 
 def reseal_tags(bundle: Path) -> None:
     """What a forger does after editing the tag area: make tagmanifest agree again."""
-    fmt._write_tags(bundle, fmt._payload_hashes(bundle))
+    fmt.write_tags(bundle, fmt.payload_hashes(bundle))
 
 
 # --- writing ---
@@ -166,7 +169,7 @@ def test_write_provenance_is_deterministic(tmp_path: Path) -> None:
 
 def test_statement_is_in_toto_v1_with_slsa_provenance(recorded: tuple[Path, str]) -> None:
     bundle, run_id = recorded
-    statement = json.loads((bundle / provenance.statement_name(run_id)).read_text())
+    statement = json.loads((bundle / attest.statement_name(run_id)).read_text())
     assert statement["_type"] == "https://in-toto.io/Statement/v1"
     assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
     subjects = {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
@@ -203,7 +206,7 @@ def test_statement_is_in_toto_v1_with_slsa_provenance(recorded: tuple[Path, str]
 
 def test_run_manifest_leaves_out_files_that_publishing_rewrites(recorded: tuple[Path, str]) -> None:
     bundle, run_id = recorded
-    text = (bundle / provenance.run_manifest_name(run_id)).read_text()
+    text = (bundle / attest.run_manifest_name(run_id)).read_text()
     assert f"data/runs/{run_id}/run.json" in text
     assert f"data/runs/{run_id}/README.md" not in text
     assert "data/recipe/config.toml" in text
@@ -247,13 +250,13 @@ def test_sign_then_verify_is_ok(recorded: tuple[Path, str], key: Path) -> None:
     assert record["runs"] == [run_id]
     verified = run_cli("verify", str(bundle))
     assert verified.returncode == 0, verified.stderr
-    assert (bundle / provenance.envelope_name(run_id)).is_file()
+    assert (bundle / attest.envelope_name(run_id)).is_file()
 
 
 def test_sign_writes_missing_statements_first(tmp_path: Path, key: Path) -> None:
     bundle, run_id = make_run_bundle(tmp_path / "b")
     sign_bundle(bundle, key)
-    assert (bundle / provenance.statement_name(run_id)).is_file()
+    assert (bundle / attest.statement_name(run_id)).is_file()
     assert findings(bundle) == []
 
 
@@ -265,12 +268,12 @@ def test_an_envelope_by_another_key_fails_verify(recorded: tuple[Path, str], key
     shutil.copytree(bundle, forged)
     sign_bundle(forged, tmp_path / "mallory.pem")
     # Mallory's envelope, dropped into the bundle that records the real signer's key.
-    shutil.copy(forged / provenance.envelope_name(run_id), bundle / provenance.envelope_name(run_id))
+    shutil.copy(forged / attest.envelope_name(run_id), bundle / attest.envelope_name(run_id))
     reseal_tags(bundle)
     result = run_cli("verify", str(bundle))
     assert result.returncode == 1
     assert "signed by another key" in result.stderr
-    assert provenance.envelope_name(run_id) in result.stderr
+    assert attest.envelope_name(run_id) in result.stderr
 
 
 def test_a_bundle_resigned_by_another_key_fails_against_the_trusted_key(
@@ -280,27 +283,27 @@ def test_a_bundle_resigned_by_another_key_fails_against_the_trusted_key(
     generate_key(tmp_path / "mallory.pem")
     sign_bundle(bundle, tmp_path / "mallory.pem")
     trusted = load_public_key(key.with_name(key.name + ".pub"))
-    found = provenance.bundle_findings(bundle, trusted_keys=[trusted])
+    found = bundle_findings(bundle, trusted_keys=[trusted])
     assert any("not a trusted key" in f for f in found)
-    assert provenance.bundle_findings(bundle, trusted_keys=[load_public_key(tmp_path / "mallory.pem.pub")]) == []
+    assert bundle_findings(bundle, trusted_keys=[load_public_key(tmp_path / "mallory.pem.pub")]) == []
 
 
 def test_an_unsigned_bundle_fails_when_a_trusted_key_is_required(recorded: tuple[Path, str], key: Path) -> None:
     bundle, _ = recorded
-    found = provenance.bundle_findings(bundle, trusted_keys=[load_public_key(key)])
+    found = bundle_findings(bundle, trusted_keys=[load_public_key(key)])
     assert any("not signed" in f for f in found)
 
 
 def test_a_statement_whose_subject_digest_does_not_match_fails_verify(recorded: tuple[Path, str]) -> None:
     bundle, run_id = recorded
-    path = bundle / provenance.statement_name(run_id)
+    path = bundle / attest.statement_name(run_id)
     statement = json.loads(path.read_text())
     statement["subject"][0]["digest"]["sha256"] = "f" * 64
     path.write_text(canonical_json(statement))
     reseal_tags(bundle)  # the bag alone is consistent again; only the statement is wrong
     result = run_cli("verify", str(bundle))
     assert result.returncode == 1
-    assert f"{provenance.statement_name(run_id)}: subject {statement['subject'][0]['name']} has sha256" in result.stderr
+    assert f"{attest.statement_name(run_id)}: subject {statement['subject'][0]['name']} has sha256" in result.stderr
 
 
 def test_an_adapter_swapped_and_resealed_is_caught_by_the_statement(recorded: tuple[Path, str]) -> None:
@@ -309,7 +312,7 @@ def test_an_adapter_swapped_and_resealed_is_caught_by_the_statement(recorded: tu
     adapter.write_bytes(b"backdoored weights")
     fmt.seal_bundle(bundle)  # manifests rewritten: the bag verifies, the provenance must not
     found = findings(bundle)
-    assert any(f.startswith(provenance.statement_name(run_id)) and "adapter_model.safetensors" in f for f in found)
+    assert any(f.startswith(attest.statement_name(run_id)) and "adapter_model.safetensors" in f for f in found)
 
 
 def test_sign_then_change_a_file_fails_verify(recorded: tuple[Path, str], key: Path) -> None:
@@ -325,15 +328,15 @@ def test_sign_then_change_a_file_fails_verify(recorded: tuple[Path, str], key: P
 def test_a_statement_rewritten_after_signing_fails_verify(recorded: tuple[Path, str], key: Path) -> None:
     bundle, run_id = recorded
     sign_bundle(bundle, key)
-    path = bundle / provenance.statement_name(run_id)
+    path = bundle / attest.statement_name(run_id)
     statement = json.loads(path.read_text())
     statement["predicate"]["runDetails"]["builder"]["id"] = "urn:someone:else"
     path.write_text(canonical_json(statement))
     reseal_tags(bundle)
     found = findings(bundle)
     assert (
-        f"{provenance.statement_name(run_id)} changed after it was signed "
-        f"({provenance.envelope_name(run_id)} signs other bytes)" in found
+        f"{attest.statement_name(run_id)} changed after it was signed "
+        f"({attest.envelope_name(run_id)} signs other bytes)" in found
     )
     assert any("provenance/bundle.dsse.json" in f and "changed after signing" in f for f in found)
 
@@ -366,7 +369,7 @@ def test_a_run_added_after_signing_is_reported_until_signed_again(
     second = fmt.add_run(bundle, staged, {"run.json": b'{"runner": "host"}\n'})
     provenance.write_provenance(bundle, second)
     found = findings(bundle)
-    assert f"{provenance.statement_name(second)} is not signed (written after `bundler sign`?)" in found
+    assert f"{attest.statement_name(second)} is not signed (written after `bundler sign`?)" in found
     sign_bundle(bundle, key)
     assert findings(bundle) == []
 
@@ -377,7 +380,7 @@ def test_sign_refuses_a_bundle_that_fails_verify(recorded: tuple[Path, str], key
     result = run_cli("sign", str(bundle), "--key", str(key))
     assert result.returncode == 1
     assert "changed payload file: data/recipe/config.toml" in result.stderr
-    assert not (bundle / provenance.BUNDLE_ENVELOPE).exists()
+    assert not (bundle / attest.BUNDLE_ENVELOPE).exists()
 
 
 def test_sign_with_a_public_key_is_an_input_error(recorded: tuple[Path, str], key: Path) -> None:
@@ -390,7 +393,7 @@ def test_sign_with_a_public_key_is_an_input_error(recorded: tuple[Path, str], ke
 def test_the_private_key_never_enters_the_bundle(recorded: tuple[Path, str], key: Path) -> None:
     from cryptography.hazmat.primitives import serialization
 
-    from bundler.signing import load_private_key
+    from bundler.bundle.signing import load_private_key
 
     bundle, _ = recorded
     sign_bundle(bundle, key)
@@ -404,7 +407,7 @@ def test_the_private_key_never_enters_the_bundle(recorded: tuple[Path, str], key
         data = path.read_bytes()
         for needle in needles:
             assert needle not in data, f"{path} holds private key material"
-    signer = json.loads((bundle / provenance.SIGNER).read_text())
+    signer = json.loads((bundle / attest.SIGNER).read_text())
     assert signer["public_key"].startswith("-----BEGIN PUBLIC KEY-----")
 
 
@@ -428,7 +431,7 @@ def test_signed_quickstart_build_verifies_and_catches_a_changed_adapter(quicksta
     signed = run_cli("sign", str(out), "--key", str(tmp_path / "k.pem"))
     assert signed.returncode == 0, signed.stderr
     assert run_cli("verify", str(out)).returncode == 0
-    statement = json.loads((out / provenance.statement_name(run_id)).read_text())
+    statement = json.loads((out / attest.statement_name(run_id)).read_text())
     names = {s["name"] for s in statement["subject"]}
     assert f"data/runs/{run_id}/adapter/adapter_model.safetensors" in names
     adapter = out / "data" / "runs" / run_id / "adapter" / "adapter_model.safetensors"
@@ -442,7 +445,7 @@ def test_signed_quickstart_build_verifies_and_catches_a_changed_adapter(quicksta
 
 
 def test_the_card_links_the_signed_statement_only_once_signed(recorded: tuple[Path, str], key: Path) -> None:
-    from bundler.card import provenance_rows
+    from bundler.publish.card import provenance_rows
 
     bundle, run_id = recorded
     assert provenance_rows(bundle, run_id) == []
@@ -458,8 +461,8 @@ def test_a_signed_run_pushes_its_signed_statement_and_still_verifies_after(
     import huggingface_hub.constants
     from huggingface_hub import hf_hub_download
 
-    from bundler.publish import push_run
-    from bundler.signing import verify_envelope
+    from bundler.publish.push import push_run
+    from bundler.bundle.signing import verify_envelope
     from tests.fixtures.hub_server import HubServer
     from tests.test_card import make_run_bundle as make_card_bundle
 
@@ -484,7 +487,7 @@ def test_a_signed_run_pushes_its_signed_statement_and_still_verifies_after(
             )
             return Path(local).read_bytes()
 
-        envelope = json.loads(fetch(f"bundle/{provenance.envelope_name(run_id)}"))
+        envelope = json.loads(fetch(f"bundle/{attest.envelope_name(run_id)}"))
         readme = fetch("README.md").decode()
         adapter = fetch("adapter_model.safetensors")
     check = verify_envelope(envelope, load_public_key(key))

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bundler import bundle as fmt
-from bundler import publish
+from bundler.bundle import bag as fmt
+from bundler.bundle.verify import verify_bundle
+from bundler.publish import push as publish
 from bundler.errors import (
     CardMetadataError,
     HubAuthError,
@@ -19,8 +20,8 @@ from bundler.errors import (
     InvalidRepoIdError,
     MissingAdapterError,
 )
-from bundler.hashing import sha256_bytes
-from bundler.publish import push_run
+from bundler.bundle.hashing import sha256_bytes
+from bundler.publish.push import push_run
 from tests.conftest import run_cli
 from tests.fixtures.hub_server import HubServer
 from tests.test_card import make_run_bundle
@@ -99,7 +100,7 @@ def test_push_record_is_written_into_the_bundle_and_it_still_verifies(
     written = json.loads((bundle / "data" / "runs" / run_id / "publish.json").read_text())
     assert written == {k: v for k, v in record.items() if k != "new_commit"}
     assert written["schema"] == "bundler.publish/1" and written["revision"] == "main"
-    assert fmt.verify_bundle(bundle).findings == []
+    assert verify_bundle(bundle).findings == []
     bagit.Bag(str(bundle)).validate()
 
 
@@ -146,7 +147,7 @@ def test_a_hub_that_keeps_failing_gives_up_and_leaves_no_publish_record(
         push_run(bundle, REPO_ID, run_id=run_id)
     assert hub.calls("commit") == 4
     assert not (bundle / "data" / "runs" / run_id / "publish.json").exists()
-    assert fmt.verify_bundle(bundle).findings == []
+    assert verify_bundle(bundle).findings == []
 
 
 def test_push_to_a_repo_that_already_exists_adds_a_commit_on_top(hub: HubServer, run_bundle: tuple[Path, str]) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler.hashing import sha256_file
+from bundler.bundle.hashing import sha256_file
 from tests.conftest import REAL_QUICKSTART, run_cli
 
 pytestmark = pytest.mark.slow

@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 import tomllib
 
-from bundler.bundle import RUNS, add_run, list_runs, seal_bundle, verify_bundle
+from bundler.bundle.bag import RUNS, add_run, list_runs, seal_bundle
+from bundler.bundle.verify import verify_bundle
 from bundler.errors import InputError, ToleranceError
-from bundler.hashing import canonical_json
-from bundler.replay import Tolerance, compare_runs, parse_tolerance, pick_recorded_run, read_run
+from bundler.bundle.hashing import canonical_json
+from bundler.audit.replay import Tolerance, compare_runs, parse_tolerance, pick_recorded_run, read_run
 from tests.conftest import git, make_git_project, run_cli
 
 LOSSES = [6.25 - 0.05 * i for i in range(12)]

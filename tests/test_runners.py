@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler.dockerfile import render_dockerfile
+from bundler.recipe.dockerfile import render_dockerfile
 from bundler.errors import (
     DriverTooOldError,
     EngineUnavailableError,
@@ -16,7 +16,7 @@ from bundler.errors import (
     OutputNotWritableError,
     TrainingError,
 )
-from bundler.runners import LineSplitter, RunRequest, RuntimeLog, staging_dir
+from bundler.runners.launch import LineSplitter, RunRequest, RuntimeLog, staging_dir
 from bundler.runners.docker import (
     check_driver,
     check_gpu_runtime,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler.config import BundleConfig, dump_resolved
+from bundler.recipe.config import BundleConfig, dump_resolved
 
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME = REPO / "bundler" / "runtime"

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bundler import bundle as fmt
+from bundler.bundle import bag as fmt
+from bundler.bundle.verify import verify_bundle
 from bundler.errors import SecretError
-from bundler.scrub import REDACTED, refuse_secrets, scrub_text, scrub_tree, secret_values
+from bundler.bundle.scrub import REDACTED, refuse_secrets, scrub_text, scrub_tree, secret_values
 from tests.conftest import git, run_cli
 
 # Shaped like the real thing, but made up here.
@@ -131,4 +132,4 @@ def test_planted_secrets_reach_no_byte_of_a_built_bundle(tmp_path: Path, quickst
         "b.tar": (tmp_path / "b.tar").read_bytes(),
     }
     assert_nowhere(blobs)
-    assert fmt.verify_bundle(out).ok
+    assert verify_bundle(out).ok

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bundler.errors import OutputExistsError, SigningKeyError
-from bundler.signing import (
+from bundler.bundle.signing import (
     generate_key,
     load_private_key,
     load_public_key,

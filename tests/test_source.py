@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bundler.errors import SourceError
-from bundler.source import archive_commit, describe_source, strip_credentials
+from bundler.recipe.source import archive_commit, describe_source, strip_credentials
 from tests.conftest import git
 
 

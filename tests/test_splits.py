@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from bundler.config import BundleConfig, parse_config
+from bundler.recipe.config import BundleConfig, parse_config
 from bundler.errors import EXIT_INPUT, ConfigError, DatasetChangedError, DatasetError, SplitError
-from bundler.splits import (
+from bundler.recipe.splits import (
     SCHEMA,
     build_manifest,
     content_hash,
@@ -138,7 +138,7 @@ def test_without_an_id_field_the_content_hash_is_the_id_and_it_is_said(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     rows = [{"prompt": f"q{i}", "response": "a"} for i in range(60)]
-    with caplog.at_level(logging.INFO, logger="bundler.splits"):
+    with caplog.at_level(logging.INFO, logger="bundler.recipe.splits"):
         manifest = build_manifest(rows, make_config({"id_field": None}), DATASET)
     assert manifest["id_field"] is None and manifest["id_source"] == "content-sha256"
     assert set(placement(manifest)) == {content_hash(r) for r in rows}
@@ -248,7 +248,7 @@ def test_stratified_warns_about_classes_too_small_for_every_split(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     rows = examples(40, label="big") + [{"id": "r1", "prompt": "rare", "response": "x", "label": "rare"}]
-    with caplog.at_level(logging.WARNING, logger="bundler.splits"):
+    with caplog.at_level(logging.WARNING, logger="bundler.recipe.splits"):
         manifest = build_manifest(rows, make_config({"label_field": "label"}, method="stratified"), DATASET)
     assert manifest["method"]["small_classes"] == ["rare"]
     assert "too small" in caplog.text and "'rare'" in caplog.text

@@ -7,9 +7,9 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bundler.config import BundleConfig
+from bundler.recipe.config import BundleConfig
 from bundler.errors import SplitError
-from bundler.splits import DROPPED, build_manifest, find_leakage, largest_remainder, select_split
+from bundler.recipe.splits import DROPPED, build_manifest, find_leakage, largest_remainder, select_split
 
 DATASET = {"format": "jsonl", "source": "data.jsonl", "files": {}}
 RATIOS = {"train": 0.5, "val": 0.25, "test": 0.25}
@@ -119,7 +119,7 @@ def test_stratified_counts_per_class_are_the_largest_remainder_counts(sizes: lis
 def test_normalized_text_is_nfc_casefolded_with_whitespace_collapsed(text: str) -> None:
     import unicodedata
 
-    from bundler.splits import normalize_text
+    from bundler.recipe.splits import normalize_text
 
     slow = unicodedata.normalize("NFC", " ".join(unicodedata.normalize("NFC", text).casefold().split()))
     assert normalize_text(text) == slow

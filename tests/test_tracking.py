@@ -12,9 +12,9 @@ import pytest
 import tomli_w
 import tomllib
 
-from bundler.config import parse_config
+from bundler.recipe.config import parse_config
 from bundler.errors import ConfigError
-from bundler.runners import RunRequest
+from bundler.runners.launch import RunRequest
 from bundler.runners.host import host_invocation
 from bundler.runtime.tracking import metric_items
 from tests.test_runtime import _error, make_recipe, make_tiny

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bundler.bundle import seal_bundle
-from bundler.lock import parse_lock
+from bundler.bundle.bag import seal_bundle
+from bundler.bundle.lockfile import parse_lock
 from bundler.runners.docker import bundle_wheelhouse
 from tests.conftest import QUICKSTART, make_git_project, run_cli
 

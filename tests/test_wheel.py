@@ -49,7 +49,7 @@ def test_installed_wheel_runs_help_and_init(tmp_path: Path) -> None:
         [
             str(python),
             "-c",
-            "from bundler.resources import resource_dir; print(resource_dir('templates')); "
+            "from bundler.paths import resource_dir; print(resource_dir('templates')); "
             "print(sorted(p.name for p in resource_dir('images').glob('*.toml')))",
         ],
         cwd=outside,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bundler import ui
-from bundler.config import BundleConfig
+from bundler.bundle.hashing import sha256_bytes, sha256_file
 from bundler.errors import (
     EnvironmentSetupError,
     GgufConversionError,
@@ -34,7 +34,8 @@ from bundler.errors import (
     InputError,
     ModelLockStaleError,
 )
-from bundler.hashing import sha256_bytes, sha256_file
+from bundler.paths import cache_dir, runtime_source
+from bundler.recipe.config import BundleConfig
 
 MODEL_SCHEMA = "bundler.model/1"
 CONVERSION_RECORD = "conversion.json"  # the name runtime/gguf.py documents; beside the files, not one of them
@@ -120,8 +121,6 @@ def checked_file(pinned: dict[str, Any], project: Path | None) -> Path:
 
 def conversion_dir(gguf_sha256: str, lock_sha256: str) -> Path:
     """Cache folder of one conversion: keyed by the file, the locked environment and the converter's code."""
-    from bundler.runners import cache_dir, runtime_source
-
     converter = sha256_file(runtime_source() / "gguf.py")
     key = sha256_bytes(f"{gguf_sha256}\n{lock_sha256}\n{converter}".encode())
     return cache_dir() / "models" / f"gguf-{key[:24]}"
@@ -129,15 +128,13 @@ def conversion_dir(gguf_sha256: str, lock_sha256: str) -> Path:
 
 def run_converter(gguf_path: Path, out: Path, lock: Path, use_host: bool) -> dict[str, Any]:
     """Run `python -m runtime.gguf` in the locked venv (or this interpreter); return its conversion record."""
-    from bundler.runners import runtime_source
-
     with tempfile.TemporaryDirectory(prefix=".gguf-path-", dir=out.parent) as tmp:
         # Only the runtime goes on the path: bundler's own modules (e.g. inspect.py) would shadow the stdlib.
         shutil.copytree(runtime_source(), Path(tmp) / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
         if use_host:
             python = sys.executable
         else:
-            from bundler.runners.venv import ensure_venv, venv_python
+            from bundler.recipe.lockenv import ensure_venv, venv_python
 
             python = str(venv_python(ensure_venv(lock)))
         env = {**os.environ, "PYTHONPATH": tmp, "PYTHONHASHSEED": "0", "HF_HUB_OFFLINE": "1"}

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from bundler import ui
-from bundler.bundle import RECIPE, VENDOR, bundle_id_of
-from bundler.dockerfile import LABEL_BUNDLE_ID, build_context, build_labels
+from bundler.bundle.bag import RECIPE, VENDOR, bundle_id_of
+from bundler.bundle.hashing import sha256_file
 from bundler.errors import (
     BaseImageUnavailableError,
     DriverTooOldError,
@@ -32,17 +32,9 @@ from bundler.errors import (
     EnvironmentSetupError,
     InputError,
 )
-from bundler.hashing import sha256_file
-from bundler.runners import (
-    LineSplitter,
-    RunRequest,
-    RuntimeLog,
-    cache_dir,
-    discard,
-    finish_run,
-    runtime_env,
-    staging_dir,
-)
+from bundler.paths import cache_dir
+from bundler.recipe.dockerfile import LABEL_BUNDLE_ID, build_context, build_labels
+from bundler.runners.launch import LineSplitter, RunRequest, RuntimeLog, discard, finish_run, runtime_env, staging_dir
 
 # Where the image expects things (templates/Dockerfile.j2 sets the matching ENV and ENTRYPOINT).
 RECIPE_IN_IMAGE = "/bundle/recipe"
@@ -140,7 +132,7 @@ def image_tag(bundle_id: str) -> str:
 
 def bundle_wheelhouse(bundle: Path) -> tuple[Path, str]:
     """The wheels to install: the bundle's vendored ones when it has them, else a download cached by lock sha."""
-    from bundler.wheelhouse import download_wheelhouse, verify_wheelhouse
+    from bundler.recipe.wheelhouse import download_wheelhouse, verify_wheelhouse
 
     lock = bundle / RECIPE / "requirements.lock"
     vendored = bundle / VENDOR_WHEELS

