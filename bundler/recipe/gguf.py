@@ -161,7 +161,7 @@ def converted_model(gguf_path: Path, gguf_sha256: str, lock: Path, lock_sha256: 
     record_path = target / CONVERSION_RECORD
     if record_path.is_file():
         return target, json.loads(record_path.read_text(encoding="utf-8"))
-    ui.stage(f"converting {gguf_path.name} to safetensors with the locked transformers (once; cached)")
+    ui.stage(f"converting {gguf_path.name} to safetensors (once per lock; cached)")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".gguf-", dir=target.parent))
     try:
