@@ -54,6 +54,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -211,10 +212,10 @@ class StaleLockError(CheckFailed):
 
 @dataclass
 class VerifyFailed(CheckFailed):
-    """A bundle's files do not match its manifests."""
+    """A bundle failed a check verify makes; `findings` are bundler.bundle.finding.Finding (printed with str)."""
 
     bundle: Path
-    findings: list[str] = field(default_factory=list)
+    findings: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         super().__init__(self.bundle, self.findings)
@@ -223,7 +224,12 @@ class VerifyFailed(CheckFailed):
         head = f"{self.bundle}: verify failed, {len(self.findings)} finding(s)"
         return "\n".join([head, *(f"  - {f}" for f in self.findings)])
 
-    hint = "the bundle was changed after it was written; restore it from its archive or rebuild it"
+    @property
+    def hint(self) -> str:  # type: ignore[override]
+        kinds = {getattr(f, "kind", "") for f in self.findings}
+        if kinds and kinds <= {"signed-changed", "signed-missing", "unsigned-addition"}:
+            return "files changed after the bundle was signed; if the change is yours (e.g. `bundler push`), sign again"
+        return "the bundle was changed after it was written; restore it from its archive or rebuild it"
 
 
 # --- pinning (lock.py, images.py, wheelhouse.py) ---
@@ -667,3 +673,35 @@ class DriverTooOldError(EnvironmentSetupError):
         self.installed = installed
         self.required = required
         self.cuda = cuda
+
+
+# --- record (runners/record.py) ---
+
+
+class NotRunOutputsError(InputError):
+    """`bundler record`: the directory is missing, or is not what the runtime writes (exit 2)."""
+
+    def __init__(self, output_dir: Path, reason: str):
+        super().__init__(
+            f"{output_dir} is not a run's outputs: {reason}",
+            "pass the directory rank 0 wrote (the --output-uri volume's contents: results.json, env.json, "
+            "metrics.jsonl, adapter/)",
+        )
+        self.output_dir = output_dir
+        self.reason = reason
+
+
+class RunOutputsRejected(CheckFailed):
+    """`bundler record`: the outputs do not match the bundle's recipe; nothing was added (exit 1)."""
+
+    def __init__(self, output_dir: Path, bundle_id: str, findings: Sequence[str]):
+        super().__init__(output_dir, bundle_id, findings)
+        self.output_dir = output_dir
+        self.bundle_id = bundle_id
+        self.findings = list(findings)
+
+    def __str__(self) -> str:
+        head = f"{self.output_dir}: refused as a run of bundle {self.bundle_id[:12]}, {len(self.findings)} finding(s)"
+        return "\n".join([head, *(f"  - {f}" for f in self.findings)])
+
+    hint = "nothing was added to the bundle; run the manifests `bundler run BUNDLE --emit kubernetes` wrote for it"

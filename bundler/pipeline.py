@@ -145,8 +145,6 @@ def vendor_wheels(bundle: Path) -> Path:
     return folder
 
 
-
-
 def build(
     project: Path,
     out: Path,
@@ -190,5 +188,3 @@ def build(
         ui.stage(f"pushing the adapter and card to {push}")
         publish = push_run(out, push, run_id=run_id, private=config.publish.private)
     return BuildResult(out, bundle_id, run_id, publish)
-
-

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from bundler.bundle import bag as fmt
-from bundler.bundle.verify import verify_bundle
 from bundler.bundle.archive import ImportLimits, export_bundle, import_bundle, verify_archive
-from bundler.errors import InputError, UnsafeArchiveError, VerifyFailed
 from bundler.bundle.hashing import canonical_json, sha256_bytes
+from bundler.bundle.verify import verify_bundle
+from bundler.errors import InputError, UnsafeArchiveError, VerifyFailed
 from tests.conftest import run_cli
 from tests.test_bundle_format import add_fake_run, make_bundle
 
@@ -47,6 +47,20 @@ def full_bundle(root: Path, tmp: Path) -> Path:
 @pytest.fixture
 def bundle(tmp_path: Path) -> Path:
     return full_bundle(tmp_path / "bundle", tmp_path / "run")
+
+
+@pytest.fixture
+def runless(tmp_path: Path) -> Path:
+    """A bundle with vendored files and no run: editing its recipe falsifies no run ID or statement."""
+    bundle = make_bundle(tmp_path / "runless")
+    data = b'{"id": "1"}\n'
+    (bundle / "data" / "recipe" / "dataset.json").write_text(
+        canonical_json({"schema": "bundler.dataset/1", "format": "jsonl", "files": {"d.jsonl": sha256_bytes(data)}})
+    )
+    (bundle / "data" / "vendor" / "dataset").mkdir(parents=True)
+    (bundle / "data" / "vendor" / "dataset" / "d.jsonl").write_bytes(data)
+    fmt.seal_bundle(bundle)
+    return bundle
 
 
 def test_export_is_byte_identical_for_the_same_bundle_anywhere_anytime(tmp_path: Path, bundle: Path) -> None:
@@ -126,8 +140,8 @@ HOSTILE: dict[str, tuple[Callable[[tarfile.TarFile, str], None], str]] = {
     "dot-dot": (lambda tar, top: _file(tar, f"{top}/../../escaped"), "'..'"),
     "symlink": (_special(tarfile.SYMTYPE, "/etc/passwd"), "symbolic link"),
     "hardlink": (_special(tarfile.LNKTYPE, "/etc/passwd"), "hard link"),
-    "char device": (_special(tarfile.CHRTYPE), "not a regular file"),
-    "fifo": (_special(tarfile.FIFOTYPE), "not a regular file"),
+    "char device": (_special(tarfile.CHRTYPE), "is a character device"),
+    "fifo": (_special(tarfile.FIFOTYPE), "is a FIFO"),
     "duplicate": (lambda tar, top: _file(tar, f"{top}/bagit.txt", b"BagIt-Version: 0.9\n"), "appears twice"),
     "unicode twins": (
         lambda tar, top: (_file(tar, f"{top}/data/caf\u00e9"), _file(tar, f"{top}/data/cafe\u0301")),
@@ -226,37 +240,40 @@ def test_verify_streams_an_exported_tar_and_finds_a_flipped_byte(tmp_path: Path,
     data[at + 7] = ord("7")
     (tmp_path / "bad.tar").write_bytes(bytes(data))
     report = verify_archive(tmp_path / "bad.tar")
-    assert any(f.startswith("changed payload file: data/recipe/config.toml") for f in report.findings)
+    assert ("changed-file", "data/recipe/config.toml") in {(f.kind, f.path) for f in report.findings}
     cli = run_cli("verify", str(tmp_path / "bad.tar"))
     assert cli.returncode == 1 and "data/recipe/config.toml" in cli.stderr
 
 
-def test_a_resealed_vendored_file_is_checked_against_the_recipe_hash(bundle: Path) -> None:
+def test_a_resealed_vendored_file_is_checked_against_the_recipe_hash(runless: Path) -> None:
+    bundle = runless
     before = fmt.bundle_id_of(bundle)
     (bundle / "data" / "vendor" / "dataset" / "d.jsonl").write_text('{"id": "1", "text": "poisoned"}\n')
     fmt.seal_bundle(bundle)  # manifests now agree with the poisoned file; the bundle ID does not move
     assert fmt.bundle_id_of(bundle) == before
-    found = verify_bundle(bundle).findings
+    found = [str(f) for f in verify_bundle(bundle).findings]
     assert found == [
-        "vendored file data/vendor/dataset/d.jsonl does not match data/recipe/dataset.json "
+        "data/vendor/dataset/d.jsonl: does not match data/recipe/dataset.json "
         f"(found sha256 {fmt.sha256_file(bundle / 'data/vendor/dataset/d.jsonl')[:12]})"
     ]
 
 
-def test_vendored_files_no_recipe_names_are_findings(bundle: Path) -> None:
+def test_vendored_files_no_recipe_names_are_findings(runless: Path) -> None:
+    bundle = runless
     vendor = bundle / "data" / "vendor"
     (vendor / "dataset" / "planted.jsonl").write_text("{}\n")
     (vendor / "wheels").mkdir()
     (vendor / "wheels" / "numpy-2.0.0-cp311-none-any.whl").write_bytes(b"not the locked wheel")
     (vendor / "stray.bin").write_bytes(b"?")
     fmt.seal_bundle(bundle)
-    found = verify_bundle(bundle).findings
-    assert "vendored file data/vendor/dataset/planted.jsonl is not named by data/recipe/dataset.json" in found
-    assert any(f.startswith("vendored file data/vendor/wheels/numpy-2.0.0-cp311-none-any.whl") for f in found)
-    assert any(f.startswith("vendored file data/vendor/stray.bin is not under") for f in found)
+    found = [str(f) for f in verify_bundle(bundle).findings]
+    assert "data/vendor/dataset/planted.jsonl: is not named by data/recipe/dataset.json" in found
+    assert any(f.startswith("data/vendor/wheels/numpy-2.0.0-cp311-none-any.whl: ") for f in found)
+    assert any(f.startswith("data/vendor/stray.bin: is not under") for f in found)
 
 
-def test_a_locked_wheel_with_the_right_hash_passes(bundle: Path) -> None:
+def test_a_locked_wheel_with_the_right_hash_passes(runless: Path) -> None:
+    bundle = runless
     wheel = b"pretend wheel bytes"
     recipe = bundle / "data" / "recipe"
     (recipe / "requirements.lock").write_text(f"numpy==2.0.0 \\\n    --hash=sha256:{sha256_bytes(wheel)}\n")

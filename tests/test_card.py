@@ -223,6 +223,10 @@ def make_run_bundle(
     run_id = fmt.add_run(bundle, staged, {"run.json": run_json.encode()})
     if card:
         write_card(bundle, run_id)
+    # As `bundler run` does: every recorded run has its statement, or verify fails.
+    from bundler.publish.provenance import write_provenance
+
+    write_provenance(bundle, run_id)
     return bundle, run_id
 
 

@@ -94,7 +94,10 @@ def make(
             }
         )
     )
-    fmt.add_run(root, staged, {"run.json": b"{}\n"})
+    run_id = fmt.add_run(root, staged, {"run.json": b"{}\n"})
+    from bundler.publish.provenance import write_provenance
+
+    write_provenance(root, run_id)  # as `bundler run` records a run: with its statement
     return root
 
 

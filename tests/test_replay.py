@@ -21,6 +21,7 @@ import pytest
 import tomllib
 
 from bundler.bundle.bag import RUNS, add_run, list_runs, seal_bundle
+from bundler.publish.provenance import write_provenance
 from bundler.bundle.verify import verify_bundle
 from bundler.errors import InputError, ToleranceError
 from bundler.bundle.hashing import canonical_json
@@ -121,7 +122,9 @@ def make_bundle(tmp: Path, deterministic: bool = True) -> Path:
 
 def record(bundle: Path, tmp: Path, name: str, losses: list[float], **kwargs: Any) -> str:
     staged, annotations = stage_run(tmp, name, losses, **kwargs)
-    return add_run(bundle, staged, annotations)
+    run_id = add_run(bundle, staged, annotations)
+    write_provenance(bundle, run_id)  # as `bundler run` records a run: with its statement
+    return run_id
 
 
 def compare(bundle: Path, old: str, new: str, steps: int | None = None, **bounds: float) -> dict[str, Any]:
@@ -379,6 +382,7 @@ def test_a_run_recorded_under_another_seed_diverges_and_names_the_seed(built: di
     staged = built["root"] / "staged-variant-run"
     shutil.copytree(variant_run, staged, ignore=shutil.ignore_patterns("run.json", "README.md", "loss.png"))
     grafted = add_run(bundle, staged, {"run.json": (variant_run / "run.json").read_bytes()})
+    write_provenance(bundle, grafted)
     assert verify_bundle(bundle).ok
 
     result = run_cli("replay", str(bundle), "--run", grafted[:12], "--json", "--report", str(bundle.parent / "rep"))

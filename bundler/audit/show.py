@@ -19,8 +19,6 @@ def _json(path: Path) -> Any:
         return None
 
 
-
-
 def describe_run(bundle: Path, run_id: str) -> dict[str, Any]:
     run_dir = bundle / RUNS / run_id
     results = _json(run_dir / "results.json") or {}

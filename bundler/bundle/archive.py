@@ -4,9 +4,11 @@ Export: members sorted, under one top directory named after the bundle ID (BagIt
 uid/gid 0, no owner names, mode 0644/0755, regular files and directories only, PAX format. Nothing about
 the machine, the clock or the bundle's path enters the bytes.
 
-Import trusts nothing: every header is read and judged before a byte is written (absolute paths, `..`,
-links, devices, duplicates, names equal after Unicode normalization, sizes and counts over the limits),
-then the members are streamed into a temp directory beside --out, verified, and renamed into place.
+Import trusts nothing: every header is read by bundler.bundle.tarscan (not `tarfile`) and judged before a
+byte is written (absolute paths, `..`, links, devices, sparse members, duplicates, names equal after Unicode
+normalization, sizes and counts over the limits, data after the end); then the members are copied into a
+temp directory beside --out, verified, and renamed into place. `verify X.tar` judges the same members in
+place through the same BagIt judge as a directory (bundler.bundle.bagit), so both give one verdict.
 """
 
 from __future__ import annotations
@@ -16,30 +18,22 @@ import os
 import shutil
 import tarfile
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from bundler.bundle.atomic import atomic_dir
-from bundler.bundle.bag import PAYLOAD, RECIPE, SUPPORTED_FORMATS, bundle_id_of, parse_bag_info
+from bundler.bundle.atomic import atomic_dir, interrupts_as_keyboard
+from bundler.bundle.bag import bundle_id_of, remove_stale_partials
+from bundler.bundle.finding import Finding
 from bundler.bundle.hashing import CHUNK, list_files
-from bundler.bundle.verify import VENDOR_RECORDS, VerifyReport, check_bag, require_verified, verify_bundle
+from bundler.bundle.tarscan import TarLimits, TarMember, scan_tar
+from bundler.bundle.verify import VerifyReport, judge_source, require_verified, verify_bundle
 from bundler.errors import InputError, NotABundleError, OutputExistsError, UnsafeArchiveError, VerifyFailed
 
 EXPORT_SCHEMA = "bundler.export/1"
-# Small text files verify needs to read while streaming a tar (tag files and the recipe records that name
-# vendored files); anything larger than this cannot be a genuine one.
-_TEXT_LIMIT = 64 * 1024 * 1024
-_TEXT_FILES = {f"{RECIPE}/{record}" for record in VENDOR_RECORDS.values()}
-
-
-@dataclass(frozen=True)
-class ImportLimits:
-    """What an archive may hold; over any of them the whole archive is refused before anything is written."""
-
-    max_members: int = 200_000
-    max_member_bytes: int = 512 * 1024**3
-    max_total_bytes: int = 2 * 1024**4
+# The limits import and verify apply; kept under this name for callers of the first archive reader.
+ImportLimits = TarLimits
 
 
 @dataclass(frozen=True)
@@ -144,66 +138,23 @@ class _HashingWriter:
 # --- reading untrusted archives -----------------------------------------------------------------
 
 
-def _open_tar(archive: Path) -> tuple[tarfile.TarFile, list[tarfile.TarInfo]]:
-    """Open an archive and read every header; damage or truncation is an input error, not a traceback."""
-    if not archive.is_file():
-        raise InputError(f"{archive} does not exist or is not a file", "pass the .tar written by `bundler export`")
-    try:
-        tar = tarfile.open(archive, mode="r:")
-        members = tar.getmembers()
-    except (tarfile.TarError, EOFError, OSError, ValueError, UnicodeError) as exc:
-        raise _damaged(archive, exc) from None
-    if not _has_end_marker(archive, members):
-        tar.close()
-        raise _damaged(archive, EOFError("no end-of-archive marker after the last member"))
-    return tar, members
-
-
-def _has_end_marker(archive: Path, members: list[tarfile.TarInfo]) -> bool:
-    """True when two zero blocks follow the last member: tarfile accepts a tar cut between members."""
-    end = 0
-    if members:
-        last = members[-1]
-        end = last.offset_data + -(-last.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-    with open(archive, "rb") as handle:
-        handle.seek(end)
-        return handle.read(2 * tarfile.BLOCKSIZE) == bytes(2 * tarfile.BLOCKSIZE)
-
-
-def _damaged(archive: Path, exc: BaseException) -> InputError:
-    return InputError(
-        f"{archive} is not a readable tar ({type(exc).__name__}: {exc}); it may be truncated or damaged",
-        "copy the archive again from its source and check its sha256 (printed by `bundler export`)",
-    )
-
-
-def check_members(archive: Path, members: list[tarfile.TarInfo], limits: ImportLimits) -> str:
+def check_members(archive: Path, members: list[TarMember], problems: list[str] | None = None) -> str:
     """Refuse an archive `bundler export` could not have made (every problem listed); return its top dir."""
-    problems: list[str] = []
-    if len(members) > limits.max_members:
-        problems.append(f"{len(members)} members, more than the limit of {limits.max_members}")
+    problems = list(problems or [])
     seen: dict[str, str] = {}
-    kinds: dict[str, bytes] = {}
-    total = 0
+    kinds: dict[str, str] = {}
     for member in members:
         name = member.name
-        shown = repr(name)
-        if member.issym() or member.islnk():
-            problems.append(f"{shown} is a {'symbolic' if member.issym() else 'hard'} link to {member.linkname!r}")
-            continue
-        if not (member.isreg() or member.isdir()):
-            problems.append(f"{shown} is not a regular file or directory (type {member.type!r})")
-            continue
+        shown = repr(name[:200])
         parts = name.split("/")
         if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
             problems.append(f"{shown} is an absolute path")
         elif any(part in ("", ".", "..") for part in parts):
             problems.append(f"{shown} has an empty, '.' or '..' component")
-        elif "\\" in name or "\0" in name or any(ord(c) < 32 for c in name):
+        elif "\\" in name or any(ord(c) < 32 for c in name):
             problems.append(f"{shown} holds a backslash or control character")
-        if member.size > limits.max_member_bytes:
-            problems.append(f"{shown} is {member.size} bytes, more than the limit of {limits.max_member_bytes}")
-        total += member.size
+        elif any(len(part.encode("utf-8")) > 255 for part in parts):
+            problems.append(f"{shown} has a path component over 255 bytes")
         key = unicodedata.normalize("NFC", name)
         if key in seen:
             other = seen[key]
@@ -214,16 +165,14 @@ def check_members(archive: Path, members: list[tarfile.TarInfo], limits: ImportL
             )
         else:
             seen[key] = name
-            kinds[key] = member.type
+            kinds[key] = member.kind
     for key in kinds:
         parent = key.rpartition("/")[0]
         while parent:
-            if parent in kinds and kinds[parent] != tarfile.DIRTYPE:
+            if kinds.get(parent, "dir") != "dir":
                 problems.append(f"{key!r} lies under {parent!r}, which is a file")
                 break
             parent = parent.rpartition("/")[0]
-    if total > limits.max_total_bytes:
-        problems.append(f"members total {total} bytes, more than the limit of {limits.max_total_bytes}")
     if problems:
         raise UnsafeArchiveError(archive, problems)
     tops = {name.split("/", 1)[0] for name in seen.values()}
@@ -232,83 +181,102 @@ def check_members(archive: Path, members: list[tarfile.TarInfo], limits: ImportL
     return next(iter(tops))
 
 
-def _stream(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[bytes]:
-    handle = tar.extractfile(member)
-    assert handle is not None  # regular files only, checked above
-    remaining = member.size
-    while remaining:
-        chunk = handle.read(min(CHUNK, remaining))
-        if not chunk:
-            raise tarfile.ReadError(f"unexpected end of data in {member.name}")
-        remaining -= len(chunk)
-        yield chunk
+class TarSource:
+    """An exported bundle read in place as a BagSource: the files of its one top directory, never extracted."""
 
+    def __init__(self, stream: BinaryIO, where: Path, limits: TarLimits | None = None) -> None:
+        self.where = where
+        self.stream = stream
+        scanned = scan_tar(stream, where, limits or TarLimits())
+        members = scanned.members
+        top = check_members(where, members, scanned.problems)
+        self.files = {m.name[len(top) + 1 :]: m for m in members if m.kind == "file"}
+        self.members = members
+        self.top = top
 
-def verify_archive(archive: Path, limits: ImportLimits | None = None) -> VerifyReport:
-    """Verify an exported bundle by streaming its members against the manifests; nothing is extracted."""
-    tar, members = _open_tar(archive)
-    with tar:
-        top = check_members(archive, members, limits or ImportLimits())
-        hashed: dict[str, str] = {}
-        sizes: dict[str, int] = {}
-        texts: dict[str, str] = {}
-        try:
-            for member in members:
-                if not member.isreg():
-                    continue
-                rel = member.name[len(top) + 1 :]
-                keep = (not rel.startswith(PAYLOAD + "/") or rel in _TEXT_FILES) and member.size <= _TEXT_LIMIT
-                digest = hashlib.sha256()
-                kept = []
-                for chunk in _stream(tar, member):
+    def sizes(self) -> Mapping[str, int]:
+        return {rel: m.size for rel, m in self.files.items()}
+
+    def read(self, rel: str) -> bytes:
+        member = self.files[rel]
+        self.stream.seek(member.offset)
+        data = self.stream.read(member.size)
+        if len(data) != member.size:
+            raise InputError(f"{self.where}: {rel} is cut short", "copy the archive again from its source")
+        return data
+
+    def chunks(self, member: TarMember) -> Iterable[bytes]:
+        self.stream.seek(member.offset)
+        remaining = member.size
+        while remaining:
+            chunk = self.stream.read(min(CHUNK, remaining))
+            if not chunk:
+                raise InputError(f"{self.where}: {member.name} is cut short", "copy the archive again from its source")
+            remaining -= len(chunk)
+            yield chunk
+
+    def digests(self, algorithms: Iterable[str]) -> dict[str, dict[str, str]]:
+        algorithms = tuple(algorithms)
+        result = {}
+        for rel, member in sorted(self.files.items(), key=lambda item: item[1].offset):
+            digests = {alg: hashlib.new(alg) for alg in algorithms}
+            for chunk in self.chunks(member):
+                for digest in digests.values():
                     digest.update(chunk)
-                    if keep:
-                        kept.append(chunk)
-                hashed[rel], sizes[rel] = digest.hexdigest(), member.size
-                if keep:
-                    texts[rel] = b"".join(kept).decode("utf-8", errors="replace")
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise _damaged(archive, exc) from None
-    info = parse_bag_info(texts.get("bag-info.txt", ""))
-    if info.get("Bundle-Format") not in SUPPORTED_FORMATS:
-        raise NotABundleError(
-            archive,
-            f"unknown Bundle-Format {info.get('Bundle-Format')!r}; this bundler reads {', '.join(SUPPORTED_FORMATS)}",
-        )
-    return check_bag(archive, hashed, sizes, texts.get)
+            result[rel] = {alg: d.hexdigest() for alg, d in digests.items()}
+        return result
+
+    def listing_findings(self) -> list[Finding]:
+        return []
 
 
-def import_bundle(archive: Path, out: Path, limits: ImportLimits | None = None) -> VerifyReport:
-    """Check every header, extract into a temp dir beside `out`, verify, and rename into place."""
+def _open(archive: Path) -> BinaryIO:
+    if not archive.is_file():
+        raise InputError(f"{archive} does not exist or is not a file", "pass the .tar written by `bundler export`")
+    try:
+        return open(archive, "rb")
+    except OSError as exc:
+        raise InputError(f"{archive} cannot be read ({exc.strerror})", "check its permissions") from None
+
+
+def verify_stream(stream: BinaryIO, where: Path, limits: TarLimits | None = None, **checks: object) -> VerifyReport:
+    """Verify an exported bundle from a seekable binary stream (a file, an OCI layer spooled to one)."""
+    return judge_source(TarSource(stream, where, limits), **checks)  # type: ignore[arg-type]
+
+
+def verify_archive(archive: Path, limits: TarLimits | None = None, **checks: object) -> VerifyReport:
+    """Verify an exported bundle's members in place; nothing is extracted."""
+    with _open(archive) as stream:
+        return verify_stream(stream, archive, limits, **checks)
+
+
+def import_bundle(archive: Path, out: Path, limits: TarLimits | None = None) -> VerifyReport:
+    """Check every header, copy the files into a temp dir beside `out`, verify, and rename into place."""
     out = out.resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OutputExistsError(out)
-    tar, members = _open_tar(archive)
-    with tar:
-        limits = limits or ImportLimits()
-        top = check_members(archive, members, limits)
-        need = sum(m.size for m in members)
+    remove_stale_partials(out)  # what a killed import left (SIGKILL cannot clean up after itself)
+    with _open(archive) as stream:
+        source = TarSource(stream, archive, limits)
+        need = sum(m.size for m in source.members)
         free = shutil.disk_usage(_existing_parent(out)).free
         if need > free:
             raise InputError(
                 f"{archive} needs {need} bytes, {out.parent} has {free} free", "free space or import elsewhere"
             )
-        with atomic_dir(out) as work:
-            try:
-                for member in members:
-                    rel = member.name[len(top) + 1 :]
-                    if not rel:
-                        continue
-                    target = work / rel
-                    if member.isdir():
-                        target.mkdir(parents=True, exist_ok=True)
-                        continue
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with open(target, "xb") as handle:  # "x": a name can never be written twice
-                        for chunk in _stream(tar, member):
-                            handle.write(chunk)
-            except (tarfile.TarError, EOFError) as exc:
-                raise _damaged(archive, exc) from None
+        with interrupts_as_keyboard(), atomic_dir(out) as work:
+            for member in source.members:
+                rel = member.name[len(source.top) + 1 :]
+                if not rel:
+                    continue
+                target = work / rel
+                if member.kind == "dir":
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(target, "xb") as handle:  # "x": a name can never be written twice
+                    for chunk in source.chunks(member):
+                        handle.write(chunk)
             report = _verify_dir(work)
             if not report.ok:
                 raise VerifyFailed(archive, report.findings)
@@ -316,9 +284,9 @@ def import_bundle(archive: Path, out: Path, limits: ImportLimits | None = None) 
     return report
 
 
-def verify_target(target: Path) -> VerifyReport:
-    """Verify a bundle directory, or an exported .tar streamed member by member without extracting it."""
-    return verify_archive(target) if target.is_file() else verify_bundle(target)
+def verify_target(target: Path, **checks: object) -> VerifyReport:
+    """Verify a bundle directory, or an exported .tar read in place; the same judge for both."""
+    return verify_archive(target, **checks) if target.is_file() else verify_bundle(target, **checks)  # type: ignore[arg-type]
 
 
 def _verify_dir(work: Path) -> VerifyReport:

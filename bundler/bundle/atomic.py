@@ -65,3 +65,26 @@ def is_held(directory: Path) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def interrupts_as_keyboard() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt meanwhile, so a terminated writer runs the same cleanup as Ctrl-C.
+
+    SIGKILL cannot be caught; what it leaves is removed by the next run (bag.remove_stale_partials).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,9 +1,17 @@
-"""Attestations in a bundle: the names and payload types of statements and signatures, and the checks that read them.
+"""Attestations in a bundle: names and payload types of statements and signatures, and the checks that read them.
 
 A run's provenance is an in-toto Statement v1 with an SLSA provenance v1 predicate, written to
-provenance/<run-id>.intoto.json with the run's own manifest beside it; signatures are DSSE envelopes
-(bundler.bundle.signing). The checks here work from hashes and a reader of small text files, so a
-directory and a streamed .tar are judged alike.
+provenance/<run-id>.intoto.json with the run's own manifest beside it. A signature is one directory,
+provenance/signatures/<NNNN>-<key>/, added whole by `bundler sign` and never changed after:
+
+    signer.json                the signer's public key and key ID (never the private key)
+    bundle.dsse.json           DSSE envelope over the signed manifest: the sha256 of EVERY file of the bag at
+                               signing time (tag files, cards, publish records included) and bag-info's labels
+    <run-id>.intoto.dsse.json  DSSE envelope over each run's statement (for in-toto tools)
+
+Adding a signature changes no other file (signature directories stay out of the tag manifest: they are
+checked by their signatures), so re-signing never invalidates an earlier signature. The checks here work
+from hashes and a reader of small files, so a directory and a tar are judged alike.
 """
 
 from __future__ import annotations
@@ -11,135 +19,62 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
-from bundler.bundle.bag import PAYLOAD, RECIPE, RUNS, VENDOR, bundle_id_of, payload_hashes
-from bundler.bundle.hashing import hash_files, list_files, sha256_bytes, sha256_file
-from bundler.bundle.signing import PublicKey, public_key_from_pem, verify_envelope
+from bundler.bundle.bag import PAYLOAD, RECIPE, RUNS, SIGNATURES, VENDOR
+from bundler.bundle.finding import Finding
+from bundler.bundle.hashing import sha256_bytes
+from bundler.bundle.signing import PublicKey, public_key_from_record, verify_envelope
 
 PROVENANCE = "provenance"
-
-
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-
-
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
-
-
 INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
-
-
 MANIFEST_PAYLOAD_TYPE = "application/vnd.bundler.signed-manifest+json"
-
-
-SIGNED_MANIFEST_SCHEMA = "bundler.signed-manifest/1"
-
-
+SIGNED_MANIFEST_SCHEMA = "bundler.signed-manifest/2"
 SIGNER_SCHEMA = "bundler.signer/1"
-
-
 CRATE = f"{PAYLOAD}/ro-crate-metadata.json"
-
-
-# Written by publishing after a signature may exist: never part of what is signed.
+SIGNER_FILE = "signer.json"
+BUNDLE_ENVELOPE_FILE = "bundle.dsse.json"
+# Written by publishing after a statement exists: never part of a run's statement (a signature covers them).
 PUBLISH_REWRITTEN = frozenset({"README.md", "publish.json"})
-
-
-SIGNER = f"{PROVENANCE}/signer.json"
-
-
-BUNDLE_ENVELOPE = f"{PROVENANCE}/bundle.dsse.json"
-
-
+# bag-info labels bundler rewrites whenever a run is added; Payload-Oxum is recomputed from the files by verify.
+UNSIGNED_BAG_INFO = frozenset({"Payload-Oxum", "Bag-Software-Agent"})
 _RUN_FILE = re.compile(rf"^{RUNS}/[^/]+/([^/]+)$")
+_SIGNATURE_DIR = re.compile(r"^([0-9]{4})-([0-9a-f]{16})$")
+_FIXITY = re.compile(r"^(tag)?manifest-[A-Za-z0-9]+\.txt$")
+
+Reader = Callable[[str], "str | None"]
 
 
 def statement_name(run_id: str) -> str:
     return f"{PROVENANCE}/{run_id}.intoto.json"
 
 
-def envelope_name(run_id: str) -> str:
-    return f"{PROVENANCE}/{run_id}.intoto.dsse.json"
-
-
 def run_manifest_name(run_id: str) -> str:
     return f"{PROVENANCE}/{run_id}.manifest-sha256.txt"
 
 
+def envelope_file(run_id: str) -> str:
+    """A run statement's envelope, inside a signature directory."""
+    return f"{run_id}.intoto.dsse.json"
+
+
+def signature_dir_name(sequence: int, keyid: str) -> str:
+    return f"{sequence:04d}-{keyid.removeprefix('sha256:')[:16]}"
+
+
 def is_publish_rewritten(path: str) -> bool:
-    """True for a run's card and push record: rewritten by `bundler push`, so never signed."""
+    """True for a run's card and push record: rewritten by `bundler push`, so never part of a statement."""
     match = _RUN_FILE.match(path)
     return bool(match and match.group(1) in PUBLISH_REWRITTEN)
 
 
-def signed_payload_view(payload: Mapping[str, str]) -> dict[str, str]:
-    """The payload manifest as signed: every payload file except the run cards and push records."""
-    return {p: s for p, s in payload.items() if p.startswith(PAYLOAD + "/") and not is_publish_rewritten(p)}
-
-
 def run_manifest(payload: Mapping[str, str], run_id: str) -> dict[str, str]:
-    """What one run vouches for: recipe, vendored inputs and its own files, less the publishing files."""
+    """What one run's statement vouches for: recipe, vendored inputs and its own files, less the publishing files."""
     prefixes = (RECIPE + "/", VENDOR + "/", f"{RUNS}/{run_id}/")
-    return {p: s for p, s in signed_payload_view(payload).items() if p.startswith(prefixes)}
-
-
-Reader = Callable[[str], "str | None"]
-
-
-def statement_findings(hashed: Mapping[str, str], read_text: Reader) -> list[str]:
-    """Each statement must be an SLSA v1 in-toto statement whose subjects match the files as they are."""
-    findings: list[str] = []
-    for name in sorted(p for p in hashed if p.startswith(PROVENANCE + "/") and p.endswith(".intoto.json")):
-        statement = loads_object(read_text(name))
-        if statement.get("_type") != STATEMENT_TYPE or statement.get("predicateType") != SLSA_PROVENANCE:
-            findings.append(f"{name}: not an in-toto Statement v1 with an SLSA provenance v1 predicate")
-            continue
-        subjects = statement.get("subject") or []
-        if not subjects:
-            findings.append(f"{name}: names no subject")
-        for subject in subjects:
-            target = str(subject.get("name", ""))
-            want = (subject.get("digest") or {}).get("sha256", "")
-            found = hashed.get(target)
-            if found is None:
-                findings.append(f"{name}: subject {target} is missing")
-            elif found != want:
-                findings.append(f"{name}: subject {target} has sha256 {found[:12]}, the statement says {want[:12]}")
-            elif target.endswith(".manifest-sha256.txt"):
-                findings += _run_manifest_findings(target, read_text(target), hashed)
-    return findings
-
-
-def _run_manifest_findings(name: str, text: str | None, hashed: Mapping[str, str]) -> list[str]:
-    from bundler.bundle.bag import parse_manifest
-    from bundler.errors import InputError
-
-    try:
-        lines = parse_manifest(text or "", name)
-    except InputError as exc:
-        return [f"{name}: {exc}"]
-    findings = []
-    for rel, want in sorted(lines.items()):
-        found = hashed.get(rel)
-        if found is None:
-            findings.append(f"{name}: {rel} is missing")
-        elif found != want:
-            findings.append(f"{name}: {rel} has sha256 {found[:12]}, the run's manifest says {want[:12]}")
-    return findings
-
-
-def hash_bundle(bundle: Path) -> dict[str, str]:
-    """{bag-relative path: sha256} of every file of a bundle directory."""
-    return {p.relative_to(bundle).as_posix(): s for p, s in hash_files(list_files(bundle)).items()}
-
-
-def directory_reader(bundle: Path) -> Reader:
-    def read_text(rel: str) -> str | None:
-        path = bundle / rel
-        return path.read_text(encoding="utf-8") if path.is_file() and not path.is_symlink() else None
-
-    return read_text
+    return {p: s for p, s in payload.items() if p.startswith(prefixes) and not is_publish_rewritten(p)}
 
 
 def loads_object(text: str | None) -> dict[str, Any]:
@@ -151,104 +86,262 @@ def loads_object(text: str | None) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def signed_manifest(bundle: Path, keyid: str) -> dict[str, Any]:
-    """What provenance/bundle.dsse.json signs: bundle ID, key ID, payload view, provenance file digests.
+def signed_bag_info(pairs: Sequence[tuple[str, str]]) -> list[list[str]]:
+    """bag-info's (label, value) lines in order; the labels bundler rewrites when a run is added keep their place
+    and count but not their value (Payload-Oxum is recomputed from the files by the BagIt check)."""
+    return [[k, "*" if k in UNSIGNED_BAG_INFO else v] for k, v in pairs]
 
-    The payload view comes from the payload manifest, which sign_bundle verified against the files.
-    """
-    provenance = {
-        p.relative_to(bundle).as_posix(): sha256_file(p) for p in sorted((bundle / PROVENANCE).iterdir()) if p.is_file()
-    }
+
+def signed_manifest(
+    files: Mapping[str, str], bag_info: Sequence[tuple[str, str]], bundle_id: str, keyid: str
+) -> dict[str, Any]:
+    """What bundle.dsse.json signs: every file but the signatures, bag-info's lines, the bundle ID, the key ID."""
     return {
         "schema": SIGNED_MANIFEST_SCHEMA,
-        "bundle_id": bundle_id_of(bundle),
+        "bundle_id": bundle_id,
         "keyid": keyid,
-        "payload": signed_payload_view(payload_hashes(bundle)),
-        "provenance": _provenance_view(provenance),
+        "bag_info": signed_bag_info(bag_info),
+        "files": {p: s for p, s in sorted(files.items()) if not p.startswith(SIGNATURES + "/")},
     }
 
 
-def signature_findings(
-    hashed: Mapping[str, str], read_text: Reader, trusted_keys: Sequence[PublicKey] | None = None
-) -> list[str]:
-    """Every envelope must verify with signer.json's key and sign what the bundle holds now."""
-    envelopes = sorted(p for p in hashed if p.startswith(PROVENANCE + "/") and p.endswith(".dsse.json"))
-    if not envelopes and SIGNER not in hashed:
-        return [f"{PROVENANCE}/: the bundle is not signed, and a trusted key was required"] if trusted_keys else []
-    if SIGNER not in hashed:
-        return [f"{SIGNER} is missing, so the signatures in {PROVENANCE}/ cannot be checked"]
-    signer = loads_object(read_text(SIGNER))
-    try:
-        key = public_key_from_pem(str(signer.get("public_key", "")))
-    except ValueError:
-        return [f"{SIGNER}: holds no ed25519 public key"]
-    findings = []
-    if signer.get("keyid") != key.keyid:
-        findings.append(f"{SIGNER}: records key ID {signer.get('keyid')}, its public key is {key.keyid}")
-    if trusted_keys is not None and key.keyid not in {k.keyid for k in trusted_keys}:
-        trusted = ", ".join(k.keyid for k in trusted_keys)
-        findings.append(f"{SIGNER}: signed by {key.keyid}, which is not a trusted key ({trusted})")
-    enveloped = set()
-    for name in envelopes:
-        if name == BUNDLE_ENVELOPE:
+# --- statements ---
+
+
+def statement_findings(hashed: Mapping[str, str], read_text: Reader, runs: Sequence[str]) -> list[Finding]:
+    """Every run has a statement whose subjects and run manifest are exactly its files as they are now."""
+    findings: list[Finding] = []
+    statements = {
+        p for p in hashed if p.startswith(PROVENANCE + "/") and p.count("/") == 1 and p.endswith(".intoto.json")
+    }
+    for run_id in runs:
+        name = statement_name(run_id)
+        if name not in hashed:
+            findings.append(Finding("statement", name, f"run {run_id[:12]} has no provenance statement"))
             continue
-        run_id = name.removeprefix(PROVENANCE + "/").removesuffix(".intoto.dsse.json")
-        statement = statement_name(run_id)
-        enveloped.add(statement)
-        check = verify_envelope(loads_object(read_text(name)), key)
-        if check.problem:
-            findings.append(f"{name}: {check.problem}")
-        elif check.payload_type != INTOTO_PAYLOAD_TYPE:
-            findings.append(f"{name}: payload type {check.payload_type!r} is not {INTOTO_PAYLOAD_TYPE}")
-        elif statement not in hashed:
-            findings.append(f"{name}: signs {statement}, which is missing")
-        elif hashed[statement] != sha256_bytes(check.payload):
-            findings.append(f"{statement} changed after it was signed ({name} signs other bytes)")
-    for statement in sorted(p for p in hashed if p.startswith(PROVENANCE + "/") and p.endswith(".intoto.json")):
-        if statement not in enveloped:
-            findings.append(f"{statement} is not signed (written after `bundler sign`?)")
-    return findings + _bundle_envelope_findings(hashed, read_text, key)
-
-
-def _bundle_envelope_findings(hashed: Mapping[str, str], read_text: Reader, key: PublicKey) -> list[str]:
-    if BUNDLE_ENVELOPE not in hashed:
-        return [f"{BUNDLE_ENVELOPE} is missing, so the bundle's manifest is not signed"]
-    check = verify_envelope(loads_object(read_text(BUNDLE_ENVELOPE)), key)
-    if check.problem:
-        return [f"{BUNDLE_ENVELOPE}: {check.problem}"]
-    try:
-        signed = json.loads(check.payload)
-        assert check.payload_type == MANIFEST_PAYLOAD_TYPE and signed["schema"] == SIGNED_MANIFEST_SCHEMA
-        signed_payload, signed_prov = dict(signed["payload"]), dict(signed["provenance"])
-    except (ValueError, KeyError, TypeError, AssertionError):
-        return [f"{BUNDLE_ENVELOPE}: the signed content is not a {SIGNED_MANIFEST_SCHEMA} manifest"]
-    findings = []
-    bundle_id = _bundle_id(read_text("bag-info.txt"))
-    if signed.get("bundle_id") != bundle_id:
-        findings.append(
-            f"{BUNDLE_ENVELOPE}: signed for bundle {str(signed.get('bundle_id'))[:12]}, this bundle is {bundle_id[:12]}"
-        )
-    if signed.get("keyid") != key.keyid:
-        findings.append(f"{BUNDLE_ENVELOPE}: names key {signed.get('keyid')}, signed by {key.keyid}")
-    for signed_view, now in ((signed_payload, signed_payload_view(hashed)), (signed_prov, _provenance_view(hashed))):
-        findings += [
-            f"{BUNDLE_ENVELOPE}: {p} changed after signing"
-            for p in sorted(signed_view)
-            if p in now and now[p] != signed_view[p]
-        ]
-        findings += [f"{BUNDLE_ENVELOPE}: {p} was removed after signing" for p in sorted(set(signed_view) - set(now))]
-        findings += [f"{BUNDLE_ENVELOPE}: {p} was added after signing" for p in sorted(set(now) - set(signed_view))]
+        findings += _one_statement(name, run_id, hashed, read_text)
+    for name in sorted(statements - {statement_name(r) for r in runs}):
+        findings.append(Finding("statement", name, "names a run that is not in data/runs/"))
     return findings
 
 
-def _provenance_view(hashed: Mapping[str, str]) -> dict[str, str]:
-    """The provenance files a bundle signature covers: all but the envelopes."""
-    return {p: s for p, s in hashed.items() if p.startswith(PROVENANCE + "/") and not p.endswith(".dsse.json")}
+def _one_statement(name: str, run_id: str, hashed: Mapping[str, str], read_text: Reader) -> list[Finding]:
+    statement = loads_object(read_text(name))
+    if statement.get("_type") != STATEMENT_TYPE or statement.get("predicateType") != SLSA_PROVENANCE:
+        return [Finding("statement", name, "is not an in-toto Statement v1 with an SLSA provenance v1 predicate")]
+    subjects = statement.get("subject")
+    claimed: dict[str, str] = {}
+    for subject in subjects if isinstance(subjects, list) else []:
+        if isinstance(subject, dict) and isinstance(subject.get("digest"), dict):
+            claimed[str(subject.get("name", ""))] = str(subject["digest"].get("sha256", ""))
+    manifest = run_manifest_name(run_id)
+    prefix = f"{RUNS}/{run_id}/adapter/"
+    expected = {p: s for p, s in hashed.items() if p.startswith(prefix)}
+    if manifest in hashed:
+        expected[manifest] = hashed[manifest]
+    else:
+        return [Finding("statement", manifest, f"run {run_id[:12]}'s manifest is missing")]
+    findings = []
+    for path in sorted(set(claimed) | set(expected)):
+        if path not in expected:
+            findings.append(Finding("statement", path, f"is a subject of {name} but is not in the bag"))
+        elif path not in claimed:
+            findings.append(Finding("statement", path, f"is in the run's adapter but {name} does not name it"))
+        elif claimed[path] != expected[path]:
+            findings.append(
+                Finding("statement", path, f"has sha256 {expected[path][:12]}, {name} says {claimed[path][:12]}")
+            )
+    from bundler.bundle.bagit import compare, parse_manifest_lines
+
+    listed, problems = parse_manifest_lines(manifest, read_text(manifest) or "", "sha256", tag=False)
+    recomputed = run_manifest({p: s for p, s in hashed.items() if p.startswith(PAYLOAD + "/")}, run_id)
+    for problem in [*problems, *compare(manifest, "sha256", listed, recomputed)]:
+        findings.append(Finding("statement", problem.path, f"{problem.detail} (run {run_id[:12]})"))
+    return findings
 
 
-def _bundle_id(bag_info: str | None) -> str:
-    for line in (bag_info or "").splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() == "Bundle-Id":
-            return value.strip()
-    return ""
+# --- signatures ---
+
+
+@dataclass
+class SignatureCheck:
+    """What verify found about the signatures: findings, files added since the governing one, a summary."""
+
+    findings: list[Finding] = field(default_factory=list)
+    unsigned: list[str] = field(default_factory=list)
+    summary: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Signature:
+    name: str
+    key: PublicKey | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    bag_info: list[list[str]] = field(default_factory=list)
+    problems: list[Finding] = field(default_factory=list)
+
+
+def signature_dirs(paths: Sequence[str] | Mapping[str, str]) -> list[str]:
+    """The signature directory names present, oldest first."""
+    return sorted({p.split("/")[2] for p in paths if p.startswith(SIGNATURES + "/") and p.count("/") >= 3})
+
+
+def check_signatures(
+    hashed: Mapping[str, str],
+    read_text: Reader,
+    bundle_id: str,
+    bag_info: Sequence[tuple[str, str]],
+    trusted_keys: Sequence[PublicKey] | None = None,
+    strict: bool = False,
+) -> SignatureCheck:
+    """Check every signature's envelopes; compare the newest valid (trusted) one with the files as they are now.
+
+    The newest signature governs: files it covers must be unchanged; files it does not cover are unsigned
+    additions (a finding only when `strict`). Earlier signatures are checked as envelopes only, so signing
+    again after a push or a replay never turns an earlier signature into a failure.
+    """
+    check = SignatureCheck()
+    stray = [p for p in hashed if p.startswith(SIGNATURES + "/") and p.count("/") < 3]
+    check.findings += [Finding("signature", p, "is not inside a signature directory") for p in sorted(stray)]
+    signatures = [_read_signature(name, hashed, read_text) for name in signature_dirs(hashed)]
+    trusted_ids = {k.keyid for k in trusted_keys or []}
+    for sig in signatures:
+        check.findings += sig.problems
+        keyid = sig.key.keyid if sig.key else None
+        check.summary.append(
+            {
+                "name": f"{SIGNATURES}/{sig.name}",
+                "keyid": keyid,
+                "valid": not sig.problems,
+                "trusted": keyid in trusted_ids,
+            }
+        )
+    valid = [s for s in signatures if not s.problems and s.key]
+    candidates = [s for s in valid if s.key and s.key.keyid in trusted_ids] if trusted_keys else valid
+    if not candidates:
+        if trusted_keys and valid:
+            by = ", ".join(sorted({s.key.keyid for s in valid if s.key}))
+            wanted = ", ".join(sorted(trusted_ids))
+            check.findings.append(Finding("untrusted", SIGNATURES, f"signed by {by}, not by a trusted key ({wanted})"))
+        elif trusted_keys and not signatures:
+            check.findings.append(
+                Finding("not-signed", PROVENANCE, "the bundle is not signed, and a trusted key was required")
+            )
+        return check
+    governing = candidates[-1]
+    for entry in check.summary:
+        entry["governing"] = entry["name"] == f"{SIGNATURES}/{governing.name}"
+    check.findings += _compare_signed(governing, hashed, bag_info, check)
+    if strict:
+        check.findings += [
+            Finding("unsigned-addition", p, f"added after {SIGNATURES}/{governing.name} was made; --strict refuses it")
+            for p in check.unsigned
+        ]
+    return check
+
+
+def _read_signature(name: str, hashed: Mapping[str, str], read_text: Reader) -> _Signature:
+    sig = _Signature(name)
+    base = f"{SIGNATURES}/{name}"
+    if not _SIGNATURE_DIR.match(name):
+        sig.problems.append(Finding("signature", base, "is not named <NNNN>-<key ID prefix>"))
+        return sig
+    signer = loads_object(read_text(f"{base}/{SIGNER_FILE}"))
+    try:
+        sig.key = public_key_from_record(signer)
+    except ValueError as exc:
+        sig.problems.append(Finding("signature", f"{base}/{SIGNER_FILE}", f"holds no usable public key ({exc})"))
+        return sig
+    if signer.get("keyid") != sig.key.keyid:
+        sig.problems.append(
+            Finding(
+                "signature",
+                f"{base}/{SIGNER_FILE}",
+                f"records key ID {signer.get('keyid')}, its key is {sig.key.keyid}",
+            )
+        )
+    envelope = f"{base}/{BUNDLE_ENVELOPE_FILE}"
+    result = verify_envelope(loads_object(read_text(envelope)), sig.key)
+    if result.problem:
+        sig.problems.append(Finding("signature", envelope, result.problem))
+        return sig
+    signed = loads_object(result.payload.decode("utf-8", errors="replace"))
+    files, info = signed.get("files"), signed.get("bag_info")
+    if (
+        result.payload_type != MANIFEST_PAYLOAD_TYPE
+        or signed.get("schema") != SIGNED_MANIFEST_SCHEMA
+        or not isinstance(files, dict)
+        or not isinstance(info, list)
+    ):
+        sig.problems.append(Finding("signature", envelope, f"does not sign a {SIGNED_MANIFEST_SCHEMA} manifest"))
+        return sig
+    sig.files = {str(k): str(v) for k, v in files.items()}
+    sig.bag_info = [[str(x) for x in pair] for pair in info if isinstance(pair, list)]
+    if signed.get("keyid") != sig.key.keyid:
+        sig.problems.append(
+            Finding("signature", envelope, f"names key {signed.get('keyid')}, signed by {sig.key.keyid}")
+        )
+    # A different bundle_id means the recipe changed: the file comparison names which file, so it is no problem here.
+    expected = {SIGNER_FILE, BUNDLE_ENVELOPE_FILE}
+    for path in sorted(p for p in hashed if p.startswith(base + "/")):
+        leaf = path[len(base) + 1 :]
+        if leaf in expected:
+            continue
+        if "/" in leaf or not leaf.endswith(".intoto.dsse.json"):
+            sig.problems.append(Finding("signature", path, "is not a file bundler puts in a signature directory"))
+            continue
+        statement = statement_name(leaf.removesuffix(".intoto.dsse.json"))
+        run_check = verify_envelope(loads_object(read_text(path)), sig.key)
+        if run_check.problem:
+            sig.problems.append(Finding("signature", path, run_check.problem))
+        elif run_check.payload_type != INTOTO_PAYLOAD_TYPE:
+            sig.problems.append(
+                Finding("signature", path, f"payload type {run_check.payload_type!r} is not {INTOTO_PAYLOAD_TYPE}")
+            )
+        elif sig.files.get(statement) != sha256_bytes(run_check.payload):
+            sig.problems.append(
+                Finding("signature", path, f"signs other bytes than the {statement} this signature covers")
+            )
+    return sig
+
+
+def _compare_signed(
+    sig: _Signature, hashed: Mapping[str, str], bag_info: Sequence[tuple[str, str]], check: SignatureCheck
+) -> list[Finding]:
+    where = f"{SIGNATURES}/{sig.name}"
+    now = {p: s for p, s in hashed.items() if not p.startswith(SIGNATURES + "/")}
+    added = sorted(set(now) - set(sig.files))
+    check.unsigned = [p for p in added]
+    findings = []
+    for path in sorted(set(sig.files) - set(now)):
+        findings.append(Finding("signed-missing", path, f"was signed by {where} and is gone"))
+    runs_added = any(p.startswith(RUNS + "/") for p in added)
+    for path in sorted(set(sig.files) & set(now)):
+        if sig.files[path] == now[path] or _FIXITY.match(path):
+            continue  # manifests restate the files' digests; each file is compared by its own bytes here
+        if path == "bag-info.txt":
+            findings += _bag_info_findings(sig.bag_info, bag_info, where)
+        elif path == CRATE and runs_added:
+            check.unsigned.append(path)  # the crate describes every run: rewritten when one is added after signing
+        else:
+            findings.append(
+                Finding(
+                    "signed-changed",
+                    path,
+                    f"changed after {where} signed it (sha256 {sig.files[path][:12]} -> {now[path][:12]})",
+                )
+            )
+    check.unsigned.sort()
+    return findings
+
+
+def _bag_info_findings(signed: list[list[str]], now: Sequence[tuple[str, str]], where: str) -> list[Finding]:
+    current = signed_bag_info(now)
+    if current == signed:
+        return []
+    before, after = {tuple(p) for p in signed}, {tuple(p) for p in current}
+    changes = [f"{k}: {v!r} removed" for k, v in sorted(before - after)] + [
+        f"{k}: {v!r} added" for k, v in sorted(after - before)
+    ]
+    detail = "; ".join(changes) or "its lines were reordered or repeated"
+    return [Finding("signed-changed", "bag-info.txt", f"changed after {where} signed it ({detail})")]

@@ -15,7 +15,7 @@ from typing import Any
 
 from bundler import __version__
 from bundler.bundle.atomic import atomic_write_text, is_held
-from bundler.bundle.hashing import hash_tree, list_files, manifest_lines, sha256_bytes, sha256_file
+from bundler.bundle.hashing import decode_path, hash_tree, list_files, manifest_lines, sha256_bytes, sha256_file
 from bundler.errors import InputError, NotABundleError, SecretError
 
 BUNDLE_FORMAT = "bundler/1"
@@ -26,11 +26,14 @@ RUNS = "data/runs"
 VENDOR = "data/vendor"
 MANIFEST = "manifest-sha256.txt"
 TAGMANIFEST = "tagmanifest-sha256.txt"
+# Each signature is a directory added whole; its files are checked by the signature itself and stay out of
+# the tag manifest, so adding a signature changes no other file (bundler.bundle.attest).
+SIGNATURES = "provenance/signatures"
 BAGIT_TXT = "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
 # Files bundler adds to a run after the runtime finished; they describe the run but are not its output,
 # so they stay out of the run ID (the card names the run ID, which would otherwise be circular).
 RUN_ANNOTATIONS = frozenset({"run.json", "README.md", "loss.png", "publish.json"})
-_MANIFEST_LINE = re.compile(r"^([0-9a-f]{64}) {1,2}(\S.*)$")
+_MANIFEST_LINE = re.compile(r"^([0-9a-f]{64})[ \t]+(\S.*)$")
 
 
 def recipe_id(recipe_hashes: Mapping[str, str]) -> str:
@@ -45,8 +48,15 @@ def run_id_for(bundle_id: str, output_hashes: Mapping[str, str]) -> str:
     return sha256_bytes(body.encode())
 
 
+def run_outputs(payload: Mapping[str, str], run_dir_name: str) -> dict[str, str]:
+    """{run-relative path: sha256} of what the runtime wrote in a run directory: what its run ID covers."""
+    prefix = f"{RUNS}/{run_dir_name}/"
+    files = {p[len(prefix) :]: s for p, s in payload.items() if p.startswith(prefix)}
+    return {rel: s for rel, s in files.items() if rel not in RUN_ANNOTATIONS}
+
+
 def parse_manifest(text: str, source: str) -> dict[str, str]:
-    """Parse "<sha256>  <path>" lines; a malformed line is an input error naming its number."""
+    """Parse "<sha256>  <path>" lines (paths percent-decoded); a malformed line is an input error naming its number."""
     hashes: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -57,7 +67,7 @@ def parse_manifest(text: str, source: str) -> dict[str, str]:
                 f"{source} line {number} is not '<sha256>  <path>': {line[:80]!r}",
                 "the manifest was damaged; restore the bundle from its archive",
             )
-        hashes[match.group(2)] = match.group(1)
+        hashes[decode_path(match.group(2))] = match.group(1)
     return hashes
 
 
@@ -127,7 +137,7 @@ def write_tags(bundle: Path, payload: Mapping[str, str], extra_info: Mapping[str
     tags = {
         p.relative_to(bundle).as_posix(): sha256_file(p)
         for p in list_files(bundle)
-        if not p.relative_to(bundle).as_posix().startswith(PAYLOAD + "/") and p.name != TAGMANIFEST
+        if not p.relative_to(bundle).as_posix().startswith((PAYLOAD + "/", SIGNATURES + "/")) and p.name != TAGMANIFEST
     }
     atomic_write_text(bundle / TAGMANIFEST, manifest_lines(tags))
     return bundle_id
@@ -221,26 +231,6 @@ def record_run_file(bundle: Path, run_id: str, name: str, data: bytes) -> Path:
     payload[target.relative_to(bundle).as_posix()] = sha256_bytes(data)
     write_tags(bundle, payload)
     return target
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def reseal_run(bundle: Path, run_id: str) -> None:

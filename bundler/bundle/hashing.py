@@ -1,10 +1,11 @@
-"""Streaming sha256 of files and trees (parallel), and canonical JSON."""
+"""Streaming digests of files and trees (parallel), BagIt manifest lines, and canonical JSON."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any
 # hashlib releases the GIL for updates over 2 KiB, so threads hash files in parallel at the
 # SHA-NI rate of each core; 4 MiB chunks keep memory flat for files of any size.
 CHUNK = 4 * 1024 * 1024
+# The manifest algorithms RFC 8493 section 2.4 names; a manifest of any other algorithm cannot be checked.
+ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -31,6 +34,31 @@ def sha256_file(path: Path | str) -> str:
                 break
             digest.update(view[:size])
     return digest.hexdigest()
+
+
+def digest_file(path: Path | str, algorithms: Iterable[str]) -> dict[str, str]:
+    """Return {algorithm: hex digest} of a file, every algorithm fed from one streaming read."""
+    digests = {alg: hashlib.new(alg) for alg in algorithms}
+    with open(path, "rb", buffering=0) as handle:
+        buffer = bytearray(CHUNK)
+        view = memoryview(buffer)
+        while True:
+            size = handle.readinto(buffer)
+            if not size:
+                break
+            for digest in digests.values():
+                digest.update(view[:size])
+    return {alg: d.hexdigest() for alg, d in digests.items()}
+
+
+def digest_files(paths: Iterable[Path], algorithms: Iterable[str]) -> dict[Path, dict[str, str]]:
+    """digest_file over many files in parallel threads, largest first."""
+    paths, algorithms = list(paths), tuple(algorithms)
+    if not paths:
+        return {}
+    ordered = sorted(paths, key=lambda p: -p.stat().st_size)
+    with ThreadPoolExecutor(max_workers=min(len(paths), max(2, os.cpu_count() or 2))) as pool:
+        return dict(zip(ordered, pool.map(lambda p: digest_file(p, algorithms), ordered), strict=True))
 
 
 def hash_files(paths: Iterable[Path], workers: int | None = None) -> dict[Path, str]:
@@ -61,9 +89,19 @@ def hash_tree(root: Path, prefix: str = "") -> dict[str, str]:
     return {prefix + path.relative_to(root).as_posix(): sha for path, sha in sorted(hashes.items())}
 
 
+def encode_path(path: str) -> str:
+    """Percent-encode a manifest path as RFC 8493 section 2.1.3 asks: %, CR and LF, and only those."""
+    return path.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def decode_path(text: str) -> str:
+    """Undo encode_path (%25, %0D, %0A, either case); any other % sequence is left as it is."""
+    return re.sub(r"%(25|0[dD]|0[aA])", lambda m: {"25": "%", "0d": "\r", "0a": "\n"}[m.group(1).lower()], text)
+
+
 def manifest_lines(hashes: Mapping[str, str]) -> str:
-    """BagIt manifest text: "<sha256>  <path>" lines sorted by path, LF endings."""
-    return "".join(f"{hashes[path]}  {path}\n" for path in sorted(hashes))
+    """BagIt manifest text: "<digest>  <path>" lines sorted by path, paths percent-encoded, LF endings."""
+    return "".join(f"{hashes[path]}  {encode_path(path)}\n" for path in sorted(hashes))
 
 
 def canonical_json(obj: Any) -> str:

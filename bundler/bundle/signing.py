@@ -1,6 +1,6 @@
 """Local ed25519 keys, DSSE envelopes, and signing a bundle: all offline, no service, no network.
 
-What is signed, and what covers what, is written down in bundler/provenance.py's docstring.
+What is signed, and what covers what, is written down in bundler/bundle/attest.py's docstring.
 
 Keys are PEM files: the private key PKCS#8 (written 0600, never copied anywhere by bundler), the
 public key SubjectPublicKeyInfo. A key's ID is `sha256:<hex>` of the public key's DER encoding, so
@@ -115,6 +115,27 @@ def public_key_from_pem(pem: str) -> PublicKey:
     return PublicKey(key)
 
 
+def signer_record(public: PublicKey) -> dict[str, str]:
+    """What a signature records about its key (signer.json): algorithm, key ID, public key. Never the private key."""
+    return {"schema": "bundler.signer/1", "algorithm": ALGORITHM, "keyid": public.keyid, "public_key": public.pem}
+
+
+def public_key_from_record(record: dict[str, Any]) -> PublicKey:
+    """The public key a signer.json records; ValueError naming the problem when it cannot be used.
+
+    The algorithm is read first so a second key type (issue 21: EC P-256) slots in beside ed25519 here.
+    """
+    algorithm = record.get("algorithm", ALGORITHM)
+    if algorithm != ALGORITHM:
+        raise ValueError(f"algorithm {algorithm!r}; this bundler checks {ALGORITHM} signatures")
+    try:
+        return public_key_from_pem(str(record.get("public_key", "")))
+    except (ValueError, TypeError, UnicodeError) as exc:
+        raise ValueError(f"not an {ALGORITHM} PEM public key: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - cryptography raises UnsupportedAlgorithm for other key types
+        raise ValueError(f"not an {ALGORITHM} PEM public key: {type(exc).__name__}") from None
+
+
 def pae(payload_type: str, payload: bytes) -> bytes:
     """DSSE pre-authentication encoding: what the signature actually covers."""
     kind = payload_type.encode("utf-8")
@@ -178,18 +199,3 @@ def _read(path: Path) -> bytes:
         raise SigningKeyError(path, "no such file") from None
     except OSError as exc:
         raise SigningKeyError(path, f"cannot be read ({exc.strerror})") from None
-
-
-# --- signing a bundle, checking its signatures ---
-
-
-
-
-
-
-
-
-
-
-
-

@@ -1,38 +1,56 @@
-"""Verify a bundle: re-hash every file and judge the bag, the recipe's vendored files and the statements."""
+"""Verify a bundle: BagIt 1.0 first, then everything bundler can recompute, then the signatures.
+
+The layers, each reporting typed findings (bundler.bundle.finding) from one pass over the bytes:
+1. BagIt (bundler.bundle.bagit): bagit.txt, bag-info.txt, every manifest of every algorithm, fetch.txt.
+2. The bundle: the Bundle-Id from the recipe files, every run ID from its run's files, every run's
+   statement (subjects and run manifest recomputed), every vendored file against the recipe hash naming it.
+3. Signatures (bundler.bundle.attest): every envelope; the newest (trusted) signature against every file.
+
+A directory and a tar are both a BagSource, so they get the same verdict from the same code.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bundler.bundle.attest import PROVENANCE, Reader, directory_reader, hash_bundle, statement_findings
+from bundler.bundle.attest import check_signatures, statement_findings
 from bundler.bundle.bag import (
-    MANIFEST,
-    PAYLOAD,
     RECIPE,
-    TAGMANIFEST,
+    RUN_ANNOTATIONS,
+    RUNS,
+    SIGNATURES,
+    SUPPORTED_FORMATS,
     VENDOR,
-    open_bundle,
-    parse_bag_info,
-    parse_manifest,
     recipe_id,
+    run_id_for,
+    run_outputs,
 )
-from bundler.bundle.hashing import list_files
-from bundler.errors import InputError, VerifyFailed
+from bundler.bundle.bagit import TAG_FILE_LIMIT, BagSource, DirectorySource, bag_info_pairs, decode_text, judge_bag
+from bundler.bundle.finding import Finding
+from bundler.errors import InputError, NotABundleError, VerifyFailed
+
+VERIFY_SCHEMA = "bundler.verify/2"
+# Recipe files that name vendored files by hash.
+VENDOR_RECORDS = {"dataset": "dataset.json", "model": "model.json", "wheels": "requirements.lock"}
 
 
 @dataclass
 class VerifyReport:
-    """What `verify` found; `ok` when there are no findings."""
+    """What `verify` found; `ok` when there are no findings (unsigned additions fail only with --strict)."""
 
     bundle: Path
     bundle_id: str
     files_checked: int = 0
     bytes_checked: int = 0
-    findings: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    unsigned: list[str] = field(default_factory=list)
+    signatures: list[dict[str, Any]] = field(default_factory=list)
+    sha256: dict[str, str] = field(default_factory=dict, repr=False)  # of every file, for callers that sign
 
     @property
     def ok(self) -> bool:
@@ -40,101 +58,118 @@ class VerifyReport:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "schema": "bundler.verify/1",
+            "schema": VERIFY_SCHEMA,
             "bundle": str(self.bundle),
             "bundle_id": self.bundle_id,
             "ok": self.ok,
             "files_checked": self.files_checked,
             "bytes_checked": self.bytes_checked,
-            "findings": self.findings,
+            "findings": [f.as_dict() for f in sorted(self.findings)],
+            "unsigned_additions": list(self.unsigned),
+            "signatures": self.signatures,
         }
 
 
-def _compare(expected: Mapping[str, str], actual: Mapping[str, str], what: str) -> list[str]:
-    findings = []
-    missing = sorted(set(expected) - set(actual))
-    extra = sorted(set(actual) - set(expected))
-    renamed: set[str] = set()
-    for old in missing:
-        for new in extra:
-            if new not in renamed and actual[new] == expected[old]:
-                findings.append(f"renamed {what} file: {old} -> {new}")
-                renamed.update({old, new})
-                break
-    findings += [f"missing {what} file: {p}" for p in missing if p not in renamed]
-    findings += [f"extra {what} file: {p}" for p in extra if p not in renamed]
-    findings += [
-        f"changed {what} file: {p} (expected sha256 {expected[p][:12]}, found {actual[p][:12]})"
-        for p in sorted(set(expected) & set(actual))
-        if expected[p] != actual[p]
-    ]
-    return findings
+def verify_bundle(bundle: Path, trusted_keys: Sequence[Any] | None = None, strict: bool = False) -> VerifyReport:
+    """Verify a bundle directory: every layer, every file re-hashed."""
+    if not bundle.exists():
+        raise NotABundleError(bundle, "no such directory")
+    if not bundle.is_dir():
+        raise NotABundleError(bundle, "not a directory (use `bundler import` for an exported .tar)")
+    return judge_source(DirectorySource(bundle), trusted_keys=trusted_keys, strict=strict)
 
 
-def verify_bundle(bundle: Path) -> VerifyReport:
-    """Re-hash every file; report every missing, extra, renamed or changed file, payload and tags alike.
-
-    An exported .tar is verified member by member as it streams, without extracting it (bundler.bundle.archive).
-    """
-    open_bundle(bundle)
-    files = list_files(bundle)
-    hashed = {p.relative_to(bundle).as_posix(): s for p, s in _hash_all(files).items()}
-    sizes = {p.relative_to(bundle).as_posix(): p.stat().st_size for p in files}
-
-    def read_text(rel: str) -> str | None:
-        path = bundle / rel
-        return path.read_text(encoding="utf-8") if path.is_file() and not path.is_symlink() else None
-
-    return check_bag(bundle, hashed, sizes, read_text)
-
-
-# Recipe files that name vendored files by hash; verify reads them (and the tag files) as text.
-VENDOR_RECORDS = {"dataset": "dataset.json", "model": "model.json", "wheels": "requirements.lock"}
-
-
-def check_bag(
-    where: Path, hashed: Mapping[str, str], sizes: Mapping[str, int], read_text: Callable[[str], str | None]
-) -> VerifyReport:
-    """Judge a bag from its files' hashes and sizes (bag-relative paths) and a reader of its small text files.
-
-    Shared by the directory and the streamed-tar verifiers, so both report exactly the same findings.
-    """
-    info = parse_bag_info(read_text("bag-info.txt") or "")
-    report = VerifyReport(where, info.get("Bundle-Id", ""))
-    report.files_checked = len(hashed)
-    report.bytes_checked = sum(sizes.values())
-    manifest_text, tag_text = read_text(MANIFEST), read_text(TAGMANIFEST)
-    for name, text in ((MANIFEST, manifest_text), (TAGMANIFEST, tag_text)):
-        if text is None:
-            report.findings.append(f"missing tag file: {name}")
-    if manifest_text is None or tag_text is None:
-        return report
-    expected = parse_manifest(manifest_text, MANIFEST)
-    actual_payload = {p: s for p, s in hashed.items() if p.startswith(PAYLOAD + "/")}
-    report.findings += _compare(expected, actual_payload, "payload")
-    tag_expected = parse_manifest(tag_text, TAGMANIFEST)
-    actual_tags = {p: s for p, s in hashed.items() if not p.startswith(PAYLOAD + "/") and p != TAGMANIFEST}
-    report.findings += _compare(tag_expected, actual_tags, "tag")
-    recomputed = recipe_id(expected)
-    if report.bundle_id != recomputed:
-        report.findings.append(
-            f"Bundle-Id in bag-info.txt is {report.bundle_id[:12]}, the recipe manifest gives {recomputed[:12]}"
+def judge_source(source: BagSource, trusted_keys: Sequence[Any] | None = None, strict: bool = False) -> VerifyReport:
+    """The one judge of a bag, however it is stored; NotABundleError (exit 2) when it is no bundler bag at all."""
+    sizes = source.sizes()
+    if "bag-info.txt" not in sizes:
+        raise NotABundleError(source.where, "bag-info.txt is missing")
+    judged = judge_bag(source, unlisted_tag_ok=lambda rel: rel.startswith(SIGNATURES + "/"))
+    if "bag-info.txt" in judged.texts and judged.info.get("Bundle-Format") not in SUPPORTED_FORMATS:
+        found = judged.info.get("Bundle-Format")
+        raise NotABundleError(
+            source.where, f"unknown Bundle-Format {found!r}; this bundler reads {', '.join(SUPPORTED_FORMATS)}"
         )
-    oxum = info.get("Payload-Oxum", "")
-    want = f"{sum(sizes[p] for p in actual_payload)}.{len(actual_payload)}"
-    if oxum != want:
-        report.findings.append(f"Payload-Oxum is {oxum or 'missing'}, the payload has {want}")
-    report.findings += _vendor_findings(actual_payload, read_text)
-    from bundler.bundle.verify import provenance_findings  # statements and signatures (issue 10
-
-    report.findings += provenance_findings(hashed, read_text)
+    read_text = _text_reader(source, judged.texts, sizes)
+    report = VerifyReport(source.where, judged.info.get("Bundle-Id", ""))
+    report.files_checked, report.bytes_checked = len(sizes), sum(sizes.values())
+    report.findings += judged.findings
+    hashed = report.sha256 = judged.sha256
+    payload = {p: s for p, s in hashed.items() if p.startswith("data/")}
+    # From the manifest's lines: a changed recipe file is the BagIt layer's finding, not a second one here.
+    bundle_id = recipe_id(judged.payload_manifest or payload)
+    if "bag-info.txt" in judged.texts and report.bundle_id != bundle_id:
+        report.findings.append(
+            Finding(
+                "bundle-id",
+                "bag-info.txt",
+                f"Bundle-Id is {report.bundle_id[:12] or 'missing'}, the recipe files give {bundle_id[:12]}",
+            )
+        )
+    if "bag-info.txt" in judged.texts and "Payload-Oxum" not in judged.info:
+        report.findings.append(
+            Finding("payload-oxum", "bag-info.txt", "has no Payload-Oxum; bundler bags always record it")
+        )
+    if "manifest-sha256.txt" not in sizes:
+        report.findings.append(Finding("missing-file", "manifest-sha256.txt", "bundler bags identify files by sha256"))
+    runs, layout = _runs(payload)
+    report.findings += layout
+    report.findings += _run_id_findings(payload, runs, bundle_id)
+    report.findings += statement_findings(hashed, read_text, runs)
+    report.findings += vendor_findings(payload, read_text)
+    signatures = check_signatures(
+        hashed, read_text, bundle_id, bag_info_pairs(judged.texts.get("bag-info.txt")), trusted_keys, strict
+    )
+    report.findings += signatures.findings
+    report.unsigned, report.signatures = signatures.unsigned, signatures.summary
     return report
 
 
-def _vendor_findings(payload: Mapping[str, str], read_text: Callable[[str], str | None]) -> list[str]:
-    """Check each file under data/vendor/ against the recipe hash that names it (the ID covers only the recipe)."""
-    import json
+def _text_reader(source: BagSource, texts: Mapping[str, str], sizes: Mapping[str, int]) -> Callable[[str], str | None]:
+    cache = dict(texts)
 
+    def read_text(rel: str) -> str | None:
+        if rel not in cache and rel in sizes and sizes[rel] <= TAG_FILE_LIMIT:
+            text, _ = decode_text(rel, source.read(rel))
+            if text is not None:
+                cache[rel] = text
+        return cache.get(rel)
+
+    return read_text
+
+
+def _runs(payload: Mapping[str, str]) -> tuple[list[str], list[Finding]]:
+    """Run directory names under data/runs/, and every file that sits outside a run directory there."""
+    names, findings = set(), []
+    for path in payload:
+        if not path.startswith(RUNS + "/"):
+            continue
+        rest = path[len(RUNS) + 1 :]
+        if "/" not in rest:
+            findings.append(Finding("run-layout", path, "lies directly in data/runs/, outside any run directory"))
+        else:
+            names.add(rest.split("/", 1)[0])
+    return sorted(names), findings
+
+
+def _run_id_findings(payload: Mapping[str, str], runs: Sequence[str], bundle_id: str) -> list[Finding]:
+    findings = []
+    for name in runs:
+        recomputed = run_id_for(bundle_id, run_outputs(payload, name))
+        if recomputed != name:
+            findings.append(
+                Finding(
+                    "run-id",
+                    f"{RUNS}/{name}/",
+                    f"the directory name is not the run's ID: its files (less {', '.join(sorted(RUN_ANNOTATIONS))}) "
+                    f"give {recomputed[:12]}; a run's files were added, removed or changed, or the run was copied",
+                )
+            )
+    return findings
+
+
+def vendor_findings(payload: Mapping[str, str], read_text: Callable[[str], str | None]) -> list[Finding]:
+    """Check each file under data/vendor/ against the recipe hash that names it (the ID covers only the recipe)."""
     vendored = {p[len(VENDOR) + 1 :]: s for p, s in payload.items() if p.startswith(VENDOR + "/")}
     if not vendored:
         return []
@@ -156,25 +191,26 @@ def _vendor_findings(payload: Mapping[str, str], read_text: Callable[[str], str 
         kind, _, name = rel.partition("/")
         path = f"{VENDOR}/{rel}"
         if kind not in VENDOR_RECORDS or not name:
-            findings.append(f"vendored file {path} is not under dataset/, model/ or wheels/; no recipe hash names it")
+            findings.append(
+                Finding("vendor", path, "is not under dataset/, model/ or wheels/; no recipe hash names it")
+            )
             continue
         record = f"{RECIPE}/{VENDOR_RECORDS[kind]}"
         names = named[kind]
         if names is None:
-            findings.append(f"vendored file {path} cannot be checked: {record} is missing or unreadable")
+            findings.append(Finding("vendor", path, f"cannot be checked: {record} is missing or unreadable"))
             continue
-        key = _wheel_name(name) if kind == "wheels" else name
-        want = names.get(key)
+        want = names.get(_wheel_name(name) if kind == "wheels" else name)
         if want is None:
-            findings.append(f"vendored file {path} is not named by {record}")
-        elif sha not in want.split():
-            findings.append(f"vendored file {path} does not match {record} (found sha256 {sha[:12]})")
+            findings.append(Finding("vendor", path, f"is not named by {record}"))
+        elif sha not in str(want).split():
+            findings.append(Finding("vendor", path, f"does not match {record} (found sha256 {sha[:12]})"))
     for kind in ("dataset", "model"):
         names = named[kind]
         present = {rel.partition("/")[2] for rel in vendored if rel.partition("/")[0] == kind}
         if present and names:
             findings += [
-                f"vendored file {VENDOR}/{kind}/{name} is missing (named by {RECIPE}/{VENDOR_RECORDS[kind]})"
+                Finding("vendor", f"{VENDOR}/{kind}/{name}", f"is missing (named by {RECIPE}/{VENDOR_RECORDS[kind]})")
                 for name in sorted(set(names) - present)
             ]
     return findings
@@ -196,36 +232,9 @@ def _wheel_hashes(lock_text: str) -> dict[str, str] | None:
     return {pin.name: " ".join(pin.hashes) for pin in pins}
 
 
-def _hash_all(files: list[Path]) -> dict[Path, str]:
-    from bundler.bundle.hashing import hash_files
-
-    return hash_files(files)
-
-
 def require_verified(bundle: Path) -> VerifyReport:
     """Verify and raise VerifyFailed with every finding when anything is off."""
     report = verify_bundle(bundle)
     if not report.ok:
-        raise VerifyFailed(bundle, report.findings)
+        raise VerifyFailed(bundle, sorted(report.findings))
     return report
-
-
-def provenance_findings(
-    hashed: Mapping[str, str], read_text: Reader, trusted_keys: Sequence[Any] | None = None
-) -> list[str]:
-    """Every provenance problem: statements vs files, signatures vs the signer's key and the signed manifest.
-
-    Works from what bundle.check_bag already has, so a directory and a streamed .tar are judged alike:
-    `hashed` maps bag-relative paths to the sha256 of the files as they are now, `read_text` reads a
-    small tag file. Each finding starts with the provenance/ file it concerns.
-    """
-    from bundler.bundle.attest import signature_findings
-
-    if not any(p.startswith(PROVENANCE + "/") for p in hashed):
-        return [f"{PROVENANCE}/: the bundle is not signed, and a trusted key was required"] if trusted_keys else []
-    return statement_findings(hashed, read_text) + signature_findings(hashed, read_text, trusted_keys)
-
-
-def bundle_findings(bundle: Path, trusted_keys: Sequence[Any] | None = None) -> list[str]:
-    """provenance_findings for a bundle directory (hashes every file)."""
-    return provenance_findings(hash_bundle(bundle), directory_reader(bundle), trusted_keys)

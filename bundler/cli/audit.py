@@ -17,34 +17,34 @@ from bundler.cli.options import RUNNER_CHOICE, emit, handles_errors, json_option
     "trusted_keys",
     multiple=True,
     type=click.Path(path_type=Path),
-    help="A public key the signatures must come from (repeatable); without it, the recorded signer is checked.",
+    help="A public key the governing signature must come from (repeatable); without it, any valid signature governs.",
 )
+@click.option("--strict", is_flag=True, help="Also fail on files added after the governing signature was made.")
 @json_option
 @handles_errors
-def verify(bundle: Path, trusted_keys: tuple[Path, ...], as_json: bool) -> None:
-    """Re-hash every file of BUNDLE; exit 1 naming each changed, missing, extra or renamed file."""
+def verify(bundle: Path, trusted_keys: tuple[Path, ...], strict: bool, as_json: bool) -> None:
+    """Check BUNDLE (a directory or an exported .tar): BagIt 1.0, recomputed IDs and statements, signatures.
+
+    Exit 1 naming each file and rule that failed; exit 2 when BUNDLE is not a bundle or cannot be read.
+    """
     from bundler.bundle.archive import verify_target
-    from bundler.errors import InputError, VerifyFailed
+    from bundler.bundle.signing import load_public_key
+    from bundler.errors import VerifyFailed
 
-    report = verify_target(bundle)
-    if trusted_keys:
-        if not bundle.is_dir():
-            raise InputError(
-                "--key checks a bundle directory", "import the archive first: `bundler import X.tar --out DIR`"
-            )
-        from bundler.bundle.signing import load_public_key
-        from bundler.bundle.verify import bundle_findings
-
-        keys = [load_public_key(k) for k in trusted_keys]
-        report.findings += [f for f in bundle_findings(bundle, keys) if "trusted key" in f or "not signed" in f]
+    keys = [load_public_key(k) for k in trusted_keys] or None
+    report = verify_target(bundle, trusted_keys=keys, strict=strict)
     if as_json:
         emit(report.as_dict(), True, "")
         if not report.ok:
             sys.exit(1)
         return
     if not report.ok:
-        raise VerifyFailed(bundle, report.findings)
-    click.echo(f"ok {report.bundle_id} ({report.files_checked} files, {report.bytes_checked} bytes)")
+        raise VerifyFailed(bundle, sorted(report.findings))
+    for path in report.unsigned:
+        click.echo(f"unsigned addition: {path} (added after the governing signature; --strict refuses it)", err=True)
+    governing = next((s["name"] for s in report.signatures if s.get("governing")), None)
+    signed = f", signed: {governing}" if governing else ""
+    click.echo(f"ok {report.bundle_id} ({report.files_checked} files, {report.bytes_checked} bytes{signed})")
 
 
 @click.command()

@@ -180,6 +180,20 @@ def build(
     type=click.IntRange(min=1),
     help="Processes to train with (accelerate launch), instead of [train] num_processes.",
 )
+@click.option(
+    "--emit",
+    "emit_target",
+    type=click.Choice(["kubernetes"]),
+    help="Write manifests to run the bundle on a cluster (PyTorchJob, and an Indexed Job fallback) instead of running.",
+)
+@click.option("--out-manifests", type=click.Path(file_okay=False, path_type=Path), help="--emit: where to write them.")
+@click.option("--image", help="--emit: the bundle's image as REPOSITORY@sha256:DIGEST.")
+@click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True, help="--emit: pods (machines).")
+@click.option("--gpus-per-node", type=click.IntRange(min=1), default=1, show_default=True, help="--emit: ranks a pod.")
+@click.option("--model-uri", help="--emit: the model snapshot: pvc:CLAIM[/PATH] or hostpath:/PATH (read-only).")
+@click.option("--data-uri", help="--emit: the dataset directory: pvc:CLAIM[/PATH] or hostpath:/PATH (read-only).")
+@click.option("--output-uri", help="--emit: where rank 0 writes the run: pvc:CLAIM[/PATH] or hostpath:/PATH.")
+@click.option("--namespace", help="--emit: the namespace of the manifests (default: the one kubectl uses).")
 @json_option
 @handles_errors
 def run(
@@ -190,21 +204,87 @@ def run(
     allow_drift: bool,
     gpus: str | None,
     processes: int | None,
+    emit_target: str | None,
+    out_manifests: Path | None,
+    image: str | None,
+    nodes: int,
+    gpus_per_node: int,
+    model_uri: str | None,
+    data_uri: str | None,
+    output_uri: str | None,
+    namespace: str | None,
     as_json: bool,
 ) -> None:
-    """Run a finished BUNDLE again into a new data/runs/<run-id>/; print the run ID."""
+    """Run a finished BUNDLE again into a new data/runs/<run-id>/; print the run ID.
+
+    With --emit kubernetes, write the manifests that run it on a cluster instead; `bundler record`
+    brings the outputs back as a run.
+    """
     from bundler.bundle.bag import open_bundle
     from bundler.bundle.verify import require_verified
     from bundler.errors import InputError, VerifyFailed
-    from bundler.runners.execute import locate_inputs, run_bundle
 
     open_bundle(bundle)
     try:
         require_verified(bundle)
     except VerifyFailed as exc:
         raise InputError(str(exc), "a bundle that fails verify is never run; restore it from its archive") from None
+    if emit_target == "kubernetes":
+        from bundler.runners.kubernetes import plan_run, write_manifests
+
+        plan = plan_run(
+            bundle,
+            image=image,
+            nodes=nodes,
+            gpus_per_node=gpus_per_node,
+            model=model_uri,
+            data=data_uri,
+            output=output_uri,
+            namespace=namespace,
+        )
+        written = write_manifests(plan, out_manifests or Path(f"{plan.name}-manifests"))
+        result = {
+            "schema": "bundler.emit/1",
+            "bundle_id": plan.bundle_id,
+            "world_size": plan.world_size,
+            "nodes": plan.nodes,
+            "gpus_per_node": plan.gpus_per_node,
+            "manifests": {form: str(path) for form, path in sorted(written.items())},
+        }
+        emit(result, as_json, "\n".join(str(path) for _, path in sorted(written.items())))
+        return
+    from bundler.runners.execute import locate_inputs, run_bundle
+
     model, data = locate_inputs(bundle, model_dir, data_dir, runner)
     run_id = run_bundle(
         bundle, runner=runner, model_dir=model, data_dir=data, allow_drift=allow_drift, gpus=gpus, processes=processes
     )
     emit({"schema": "bundler.run/1", "bundle": str(bundle), "run_id": run_id}, as_json, run_id)
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("output_dir", type=click.Path(path_type=Path))
+@click.option("--world-size", type=click.IntRange(min=1), help="Refuse outputs of another world size.")
+@json_option
+@handles_errors
+def record(bundle: Path, output_dir: Path, world_size: int | None, as_json: bool) -> None:
+    """Add the outputs of a run made elsewhere (a cluster) to BUNDLE as a run, after checking them against its recipe.
+
+    OUTPUT_DIR is what rank 0 wrote. Refused (exit 1, nothing added) unless env.json names this bundle's ID,
+    the libraries are the locked ones, the adapter matches results.json's sha256, the world size is recorded
+    alike in results.json and env.json, and every step's loss and the evaluation are there. Exit 2 when
+    OUTPUT_DIR is not a run's outputs at all.
+    """
+    from bundler.bundle.bag import open_bundle
+    from bundler.bundle.verify import require_verified
+    from bundler.errors import InputError, VerifyFailed
+    from bundler.runners.record import record_outputs
+
+    open_bundle(bundle)
+    try:
+        require_verified(bundle)
+    except VerifyFailed as exc:
+        raise InputError(str(exc), "a bundle that fails verify takes no new run; restore it from its archive") from None
+    run_id = record_outputs(bundle, output_dir, expected_world_size=world_size)
+    emit({"schema": "bundler.record/1", "bundle": str(bundle), "run_id": run_id}, as_json, run_id)

@@ -1,4 +1,4 @@
-"""Commands that publish: push."""
+"""Commands that publish: push, compliance."""
 
 from __future__ import annotations
 
@@ -35,3 +35,25 @@ def push(bundle: Path, repo_id: str, run_id: str | None, private: bool, revision
 
 
 # --- split (splits.py, issue 4) ---
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--run", "run_id", default=None, help="Run ID (a unique prefix is enough); default: the latest run.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="New or empty directory to write.")
+@click.option(
+    "--check-report",
+    "check_reports",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A `bundler check --json` report of this bundle to cite under validation (repeatable).",
+)
+@json_option
+@handles_errors
+def compliance(bundle: Path, run_id: str | None, out: Path, check_reports: tuple[Path, ...], as_json: bool) -> None:
+    """Write compliance documents for a run: CycloneDX ML-BOM, EU AI Act Annex IV and XI, data summary, register."""
+    from bundler.publish.compliance.write import write_compliance
+
+    result = write_compliance(bundle, out, run_id, check_reports)
+    lines = [f"{name}  {sha}" for name, sha in result.files.items()]
+    emit(result.as_dict(), as_json, "\n".join([f"wrote {out} for run {result.run_id[:12]}", *lines]))

@@ -56,13 +56,17 @@ def export(bundle: Path, archive: Path, as_json: bool) -> None:
 @json_option
 @handles_errors
 def import_(archive: Path, out: Path, max_members: int, max_bytes: int, as_json: bool) -> None:
-    """Check every member of ARCHIVE, extract it into a temp dir, verify it, rename it to --out."""
+    """Check every header of ARCHIVE, extract it into a temp dir, verify it, rename it to --out.
+
+    Exit 2 when ARCHIVE is damaged, hostile or not a bundle (nothing is written); exit 1 when it fails verify.
+    `--json` prints the verify report (schema bundler.import/2: findings are {kind, path, detail}).
+    """
     from bundler.bundle.archive import ImportLimits, import_bundle
 
     limits = ImportLimits(max_members=max_members, max_member_bytes=max_bytes, max_total_bytes=max_bytes)
     report = import_bundle(archive, out, limits)
     emit(
-        {**report.as_dict(), "schema": "bundler.import/1"},
+        {**report.as_dict(), "schema": "bundler.import/2"},
         as_json,
         f"imported {report.bundle_id} into {out} ({report.files_checked} files verified)",
     )

@@ -178,18 +178,26 @@ def render_card(bundle_dir: Path, run_id: str, *, repo_id: str | None = None, st
 
 
 def provenance_rows(bundle_dir: Path, run_id: str) -> list[tuple[str, str]]:
-    """Lineage rows linking the run's signed in-toto statement, when `bundler sign` made one (issue 10).
+    """Lineage rows linking the run's signed in-toto statement in the newest signature (`bundler sign`).
 
-    `bundler push` uploads the tag area under bundle/, so the link resolves in the Hub repo.
+    `bundler push` uploads the tag area under bundle/, so the link resolves in the Hub repo. A signature
+    covers every file of the bundle at signing time, this card included (bundler.bundle.attest).
     """
-    envelope = f"provenance/{run_id}.intoto.dsse.json"
-    if not (bundle_dir / envelope).is_file():
+    from bundler.bundle.attest import SIGNER_FILE, envelope_file, signature_dirs
+    from bundler.bundle.bag import SIGNATURES
+
+    root = bundle_dir / SIGNATURES
+    names = signature_dirs([f"{SIGNATURES}/{p.name}/x" for p in root.iterdir()]) if root.is_dir() else []
+    signed = [n for n in names if (root / n / envelope_file(run_id)).is_file()]
+    if not signed:
         return []
-    keyid = read_json_object(bundle_dir / "provenance" / "signer.json").get("keyid")
+    envelope = f"{SIGNATURES}/{signed[-1]}/{envelope_file(run_id)}"
+    keyid = read_json_object(root / signed[-1] / SIGNER_FILE).get("keyid")
     link = f"[bundle/{envelope}](bundle/{envelope})"
     return [
         ("Signed provenance", _cell(f"{link} (in-toto SLSA v1 statement, DSSE ed25519)")),
         ("Signing key", _cell(_code(keyid))),
+        ("Signature covers", _cell("every file of the bundle when it was signed, this card included")),
     ]
 
 
@@ -465,6 +473,7 @@ class BundleFacts:
             ("Python", _public(self.env.get("python"))),
             ("Platform", _public(self.env.get("platform"))),
             ("Image digest at run time", _code(self.env.get("image_digest"))),
+            ("Data parallel", _public(_world_text(self.env.get("distributed") or {}))),
             (
                 "Libraries",
                 _public(", ".join(f"{k} {v}" for k, v in sorted(libraries.items())) if libraries else None),
@@ -535,6 +544,15 @@ def _public(value: object) -> str:
     if _LOCAL_PATH.search(text):
         return "(withheld: local path)"
     return text
+
+
+def _world_text(world: dict[str, Any]) -> str:
+    """World size, topology, backend and NCCL version of a run (env.json `distributed`)."""
+    size = world.get("world_size", 1)
+    if size == 1:
+        return "1 process"
+    nccl = f", NCCL {world['nccl']}" if world.get("nccl") else ""
+    return f"world size {size} ({world.get('topology') or 'topology not recorded'}), {world.get('backend')}{nccl}"
 
 
 def _code(value: object) -> str:

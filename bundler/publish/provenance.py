@@ -1,47 +1,26 @@
-"""Signed provenance: an in-toto/SLSA statement per run, RO-Crate run metadata, ed25519 signatures.
+"""Provenance: an in-toto/SLSA statement per run and RO-Crate run metadata (signatures: bundler.bundle.attest).
 
 What is written, and where (the bag's tag area is everything outside data/):
 
     data/ro-crate-metadata.json              payload; Process Run Crate 0.5: one CreateAction per run
     provenance/<run-id>.manifest-sha256.txt  the run's view of the payload manifest (see below)
     provenance/<run-id>.intoto.json          in-toto Statement v1, predicate SLSA provenance v1
-    provenance/<run-id>.intoto.dsse.json     DSSE envelope: ed25519 signature over the statement's bytes
-    provenance/signer.json                   the signer's PUBLIC key (PEM) and key ID; never the private key
-    provenance/bundle.dsse.json              DSSE envelope over the signed manifest (below)
+    provenance/signatures/<NNNN>-<key>/      one per `bundler sign` (bundler.publish.sign, bundler.bundle.attest)
 
-The statement (`write_provenance`, called after the card): subjects are the adapter files by sha256
-and `provenance/<run-id>.manifest-sha256.txt`. buildDefinition.externalParameters holds the
-resolved config and its seeds; resolvedDependencies the lock, base image digest, code commit and
+The statement (`write_provenance`, called when a run is recorded, after its card): subjects are the
+adapter files by sha256 and `provenance/<run-id>.manifest-sha256.txt`. buildDefinition.externalParameters
+holds the resolved config and its seeds; resolvedDependencies the lock, base image digest, code commit and
 archive, split manifest, base model revision and files, dataset files and the trainer source;
 runDetails.builder.id names bundler and its version; byproducts carry the runner and the hardware
-fingerprint (bundler.audit.show.hardware_fingerprint) beside env.json's digest.
+fingerprint (bundler.records.hardware_fingerprint) beside env.json's digest. `bundler verify` requires
+a statement for every run and recomputes its subjects and run manifest from the files.
 
 Why a run's manifest and not manifest-sha256.txt itself: the bag manifest changes whenever a later
 run is added or a run is published, which must not falsify an earlier run's statement. The run's
 manifest lists exactly what that run vouches for: data/recipe/, data/vendor/ and its own run
 directory, less the files that publishing rewrites (README.md, the card, re-rendered with the repo
 name, and publish.json, the record of the push). Its lines are BagIt lines, so `sha256sum -c`
-checks them from the bag root.
-
-What covers what (`bundler sign`):
-- tagmanifest-sha256.txt: fixity of every tag file, envelopes included. It is not signed: a signature
-  over it would have to live outside it, and bundle.py lists every tag file in it.
-- provenance/<run-id>.intoto.dsse.json signs the statement, which pins the adapter and, through the
-  run's manifest, every recipe, vendor and run file.
-- provenance/bundle.dsse.json signs "the signed manifest": the bundle ID, the signer's key ID, the
-  payload manifest less the publishing files above (the same rule as publish.py's pushed manifest),
-  and the sha256 of every provenance/ file that is not an envelope (statements, run manifests,
-  signer.json). So any payload file changed, added or removed after signing, and any statement
-  rewritten, is a finding. data/ro-crate-metadata.json is covered here (it changes per run, so no
-  run statement can name it).
-- Not signed: bagit.txt (constant); bag-info.txt (its Bundle-Id and Payload-Oxum are recomputed by
-  verify); the run cards and publish records (rewritten by `bundler push` after signing; every fact
-  a card shows comes from signed files); the envelopes themselves.
-
-Trust: verify checks every envelope against signer.json's key, so an envelope swapped for one by
-another key is a finding. A bundle re-signed wholesale by someone else is only caught against a key
-the auditor trusts: `provenance_findings(bundle, trusted_keys=[...])`. Sigstore keyless signing is
-not implemented: it needs the network (Fulcio, Rekor), and bundles must verify offline.
+checks them from the bag root. A signature, by contrast, covers every file, cards and records included.
 """
 
 from __future__ import annotations
@@ -74,18 +53,6 @@ from bundler.records import determinism_variables, read_toml, runtime_digest
 
 BUILD_TYPE = "urn:bundler:buildtype:lora-finetune:v1"
 BUILDER_ID = f"urn:bundler:builder:bundler@{__version__}"
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def write_provenance(bundle: Path, run_id: str) -> list[Path]:
@@ -250,10 +217,6 @@ def resolved_dependencies(bundle: Path, payload: Mapping[str, str]) -> list[dict
     return deps
 
 
-
-
-
-
 def _seeds(config: Mapping[str, Any]) -> dict[str, Any]:
     seeds = {
         "project.seed": (config.get("project") or {}).get("seed"),
@@ -272,25 +235,7 @@ def _file(payload: Mapping[str, str], rel: str, **annotations: Any) -> dict[str,
     return entry
 
 
-
-
 # --- checking ---
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 # --- RO-Crate (Process Run Crate) ---

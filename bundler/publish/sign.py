@@ -1,71 +1,127 @@
-"""`bundler sign`: write any missing run statements, then sign them and the bundle's manifest."""
+"""`bundler sign`: write any missing run statements, then add one signature directory, atomically.
+
+A signature is provenance/signatures/<NNNN>-<key>/ (bundler.bundle.attest). It is written in a temp
+directory beside the bundle and renamed into place in one step, so either all of its files appear or
+none do; a failed or killed `sign` leaves the bundle as it was and can simply be run again (its temp
+directory is removed by the next `sign`, the way build removes its own). No other file of the bundle
+changes, so an earlier signature stays valid.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from bundler.bundle.atomic import atomic_write_text
+from bundler.bundle.atomic import interrupts_as_keyboard
 from bundler.bundle.attest import (
-    BUNDLE_ENVELOPE,
+    BUNDLE_ENVELOPE_FILE,
     INTOTO_PAYLOAD_TYPE,
     MANIFEST_PAYLOAD_TYPE,
-    PROVENANCE,
-    SIGNER,
-    SIGNER_SCHEMA,
-    directory_reader,
-    envelope_name,
-    hash_bundle,
+    SIGNER_FILE,
+    envelope_file,
+    signature_dir_name,
+    signature_dirs,
     signed_manifest,
-    statement_findings,
     statement_name,
 )
-from bundler.bundle.bag import bundle_id_of, list_runs, open_bundle, payload_hashes, write_tags
+from bundler.bundle.bag import SIGNATURES, list_runs, open_bundle, remove_stale_partials
+from bundler.bundle.bagit import bag_info_pairs
 from bundler.bundle.hashing import canonical_json
-from bundler.bundle.signing import PublicKey, load_private_key, sign_envelope
+from bundler.bundle.signing import PublicKey, load_private_key, sign_envelope, signer_record
 from bundler.publish.provenance import write_provenance
+
+# Findings about earlier signatures do not stop a new one: signing again is how a change after a push is vouched for.
+_SIGNATURE_KINDS = frozenset(
+    {"signature", "signed-changed", "signed-missing", "unsigned-addition", "untrusted", "not-signed"}
+)
 
 
 def sign_bundle(bundle: Path, key_path: Path) -> dict[str, Any]:
-    """Sign every run statement and the bundle's signed manifest with the ed25519 key at `key_path`.
+    """Add a signature over every file of `bundle` (and each run statement) by the key at `key_path`.
 
-    Writes missing statements first; refuses (VerifyFailed, exit 1) a bundle whose bag does not
-    verify or whose statements no longer match its files, since signing would bless the change.
+    Refuses (VerifyFailed, exit 1) a bundle that fails verify for any reason but its earlier signatures,
+    since signing would bless the change.
     """
     from bundler.bundle.verify import verify_bundle
     from bundler.errors import VerifyFailed
 
     key = load_private_key(key_path)
     open_bundle(bundle)
-    bag_findings = [f for f in verify_bundle(bundle).findings if not f.startswith(PROVENANCE + "/")]
-    if bag_findings:
-        raise VerifyFailed(bundle, bag_findings)
+    remove_stale_partials(bundle)
     for run_id in list_runs(bundle):
         if not (bundle / statement_name(run_id)).is_file():
-            write_provenance(bundle, run_id)
-    stale = statement_findings(hash_bundle(bundle), directory_reader(bundle))
-    if stale:
-        raise VerifyFailed(bundle, stale)
+            write_provenance(bundle, run_id)  # bundles made before statements were written at run time
+    report = verify_bundle(bundle)
+    blocking = [f for f in report.findings if f.kind not in _SIGNATURE_KINDS]
+    if blocking:
+        raise VerifyFailed(bundle, sorted(blocking))
 
     public = PublicKey(key.public_key())
-    signer = {"schema": SIGNER_SCHEMA, "algorithm": "ed25519", "keyid": public.keyid, "public_key": public.pem}
-    atomic_write_text(bundle / SIGNER, canonical_json(signer))
-    runs = sorted(p.name.removesuffix(".intoto.json") for p in (bundle / PROVENANCE).glob("*.intoto.json"))
+    hashed = report.sha256
+    bag_info = bag_info_pairs((bundle / "bag-info.txt").read_text(encoding="utf-8"))
+    manifest = signed_manifest(hashed, bag_info, report.bundle_id, public.keyid)
+    runs = list_runs(bundle)
+    files = {
+        SIGNER_FILE: canonical_json(signer_record(public)),
+        BUNDLE_ENVELOPE_FILE: canonical_json(
+            sign_envelope(MANIFEST_PAYLOAD_TYPE, canonical_json(manifest).encode("utf-8"), key)
+        ),
+    }
     for run_id in runs:
         body = (bundle / statement_name(run_id)).read_bytes()
-        atomic_write_text(bundle / envelope_name(run_id), canonical_json(sign_envelope(INTOTO_PAYLOAD_TYPE, body, key)))
-    for old in (bundle / PROVENANCE).glob("*.intoto.dsse.json"):
-        if old.name.removesuffix(".intoto.dsse.json") not in runs:
-            old.unlink()
-    manifest = signed_manifest(bundle, public.keyid)
-    envelope = sign_envelope(MANIFEST_PAYLOAD_TYPE, canonical_json(manifest).encode("utf-8"), key)
-    atomic_write_text(bundle / BUNDLE_ENVELOPE, canonical_json(envelope))
-    write_tags(bundle, payload_hashes(bundle))
+        files[envelope_file(run_id)] = canonical_json(sign_envelope(INTOTO_PAYLOAD_TYPE, body, key))
+    previous = [int(name[:4]) for name in signature_dirs(hashed) if name[:4].isdigit()]
+    name = signature_dir_name(max(previous, default=0) + 1, public.keyid)
+    _add_directory(bundle, f"{SIGNATURES}/{name}", files)
     return {
-        "schema": "bundler.sign/1",
+        "schema": "bundler.sign/2",
         "bundle": str(bundle),
-        "bundle_id": bundle_id_of(bundle),
+        "bundle_id": report.bundle_id,
         "keyid": public.keyid,
+        "signature": f"{SIGNATURES}/{name}",
         "runs": runs,
-        "files": sorted([SIGNER, BUNDLE_ENVELOPE, *(envelope_name(r) for r in runs)]),
+        "files_signed": len(manifest["files"]),
+        "files": sorted(f"{SIGNATURES}/{name}/{leaf}" for leaf in files),
     }
+
+
+def _add_directory(bundle: Path, rel: str, files: dict[str, str]) -> None:
+    """Write `files` into a locked temp dir beside the bundle, then rename it to bundle/rel in one step."""
+    final = bundle / rel
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # Named like atomic_dir's temp dirs (`.NAME.*.partial` beside the bundle) so remove_stale_partials finds it.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.sign-", suffix=".partial", dir=bundle.parent))
+    holder = os.open(tmp, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        with interrupts_as_keyboard():
+            for leaf, text in sorted(files.items()):
+                with open(tmp / leaf, "xb") as handle:
+                    handle.write(text.encode("utf-8"))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.chmod(tmp / leaf, 0o644)
+            os.chmod(tmp, 0o755)
+            os.rename(tmp, final)
+            directory = os.open(final.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+    except BaseException as exc:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            from bundler.errors import InputError
+
+            raise InputError(
+                f"cannot write the signature {rel} into {bundle}: {exc.strerror or exc}; nothing was added",
+                "free space or fix permissions, then run `bundler sign` again",
+            ) from None
+        raise
+    finally:
+        os.close(holder)

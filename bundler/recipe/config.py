@@ -16,9 +16,6 @@ from bundler.errors import ConfigError, ConfigProblem
 CONFIG_NAME = "bundle.toml"
 
 
-
-
-
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

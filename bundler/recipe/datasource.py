@@ -137,6 +137,7 @@ def find_hub_dataset_files(config: BundleConfig) -> DatasetFiles:
     sha1) before it is read; dataset.json then records the commit and every file's sha256.
     """
     from bundler import hub
+
     spec = config.data.path
     match = _HUB_DATASET.match(spec)
     if match is None:

@@ -55,8 +55,6 @@ _UNRESOLVABLE = re.compile(
 )
 
 
-
-
 @dataclass(frozen=True)
 class PackageSources:
     """Where the resolver looks: index URLs and find-links, as pip is configured here."""
@@ -127,8 +125,6 @@ def runtime_requirements() -> list[str]:
     return list(RUNTIME_REQUIREMENTS)
 
 
-
-
 def _requirement_name(line: str) -> str | None:
     match = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
     if line.lstrip().startswith("-") or not match:
@@ -169,10 +165,6 @@ def input_sha256(project_dir: Path, env: EnvironmentConfig) -> str:
     return sha256_bytes(text.encode("utf-8"))
 
 
-
-
-
-
 def check_lock(project_dir: Path, env: EnvironmentConfig) -> LockStatus:
     """Return the lock's status; raise StaleLockError when requirements.in changed since."""
     lock = project_dir / env.lock
@@ -183,10 +175,6 @@ def check_lock(project_dir: Path, env: EnvironmentConfig) -> LockStatus:
     if found != expected:
         raise StaleLockError(lock, expected, found)
     return LockStatus(lock, expected, lock_sha256(lock))
-
-
-
-
 
 
 # --- pip configuration -------------------------------------------------------------------------

@@ -66,8 +66,6 @@ def run_bundle(
     tracking: dict | None = None,
 ) -> str:
     """Run a sealed bundle with a runner, then write its model card; return the run ID."""
-    from bundler.bundle.bag import reseal_run
-    from bundler.publish.card import write_card
     from bundler.runners.launch import RunRequest
 
     runner = choose_runner(runner)
@@ -83,13 +81,20 @@ def run_bundle(
         tracking=tracking,
     )
     run_id = execute(runner, request)
+    annotate_run(bundle, run_id)
+    return run_id
+
+
+def annotate_run(bundle: Path, run_id: str) -> None:
+    """Write a recorded run's model card, re-seal it, and write its statement and the RO-Crate."""
+    from bundler.bundle.bag import reseal_run
+    from bundler.publish.card import write_card
+    from bundler.publish.provenance import write_provenance
+
     ui.stage(f"run {run_id[:12]} recorded; writing the model card")
     write_card(bundle, run_id)
     reseal_run(bundle, run_id)
-    from bundler.publish.provenance import write_provenance
-
     write_provenance(bundle, run_id)
-    return run_id
 
 
 def choose_runner(runner: str) -> str:

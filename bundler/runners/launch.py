@@ -29,10 +29,6 @@ ERROR_PREFIX = "BUNDLER_ERROR "
 DETERMINISM_ENV = {"PYTHONHASHSEED": "0", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
 
 
-
-
-
-
 @dataclass
 class RunRequest:
     """What a runner needs to execute one run of a bundle."""
@@ -102,6 +98,7 @@ class RuntimeLog:
 
     def feed(self, line: str) -> None:
         from bundler import ui
+
         line = line.rstrip("\r\n")
         if line.startswith(EVENT_PREFIX):
             try:
@@ -151,6 +148,7 @@ class LineSplitter:
 def stream_runtime(command: Sequence[str], env: Mapping[str, str], cwd: Path, label: str) -> None:
     """Run the runtime, turn its events into a progress bar and its errors into bundler errors."""
     from bundler import ui
+
     with ui.StepProgress(label) as progress:
         log = RuntimeLog(progress)
         process = subprocess.Popen(
@@ -212,9 +210,3 @@ def finish_run(request: RunRequest, staged: Path, runner: str, started: float, d
 
 def discard(staged: Path) -> None:
     shutil.rmtree(staged, ignore_errors=True)
-
-
-
-
-
-

@@ -25,5 +25,3 @@ def run_venv(request: RunRequest) -> str:
     except BaseException:
         discard(staged)
         raise
-
-

@@ -6,12 +6,10 @@ import csv
 import hashlib
 import json
 import string
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .errors import RecipeInputError
@@ -182,16 +180,6 @@ def encode(
     return Encoded(ids, labels[:max_len])
 
 
-def pack(examples: list[Encoded], max_len: int) -> list[Encoded]:
-    """Concatenate examples in the given order and cut into max_len blocks.
-
-    Attention is not masked at example boundaries inside a block (documented simple packing).
-    """
-    ids = [t for e in examples for t in e.input_ids]
-    labels = [t for e in examples for t in e.labels]
-    return [Encoded(ids[i : i + max_len], labels[i : i + max_len]) for i in range(0, len(ids), max_len)]
-
-
 def collate(examples: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad to the longest example; padding sits after every real token, so causal attention
     never sees it and no attention mask is needed (which keeps SDPA on the flash kernel)."""
@@ -204,26 +192,3 @@ def collate(examples: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.T
     return ids, labels
 
 
-def train_batches(
-    examples: list[Encoded],
-    *,
-    seed: int,
-    batch_size: int,
-    grad_accum: int,
-    pad_id: int,
-    packing: bool,
-    max_len: int,
-) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
-    """Yield one list of micro-batches per optimizer step, forever.
-
-    Every epoch is reshuffled by one generator seeded with train.seed.
-    """
-    rng = np.random.Generator(np.random.PCG64(seed))
-    pool: list[Encoded] = []
-    while True:
-        order = rng.permutation(len(examples))
-        epoch = [examples[i] for i in order]
-        pool.extend(pack(epoch, max_len) if packing else epoch)
-        while len(pool) >= batch_size * grad_accum:
-            step, pool = pool[: batch_size * grad_accum], pool[batch_size * grad_accum :]
-            yield [collate(step[i : i + batch_size], pad_id) for i in range(0, len(step), batch_size)]

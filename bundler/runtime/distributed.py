@@ -2,7 +2,7 @@
 
 The result depends only on the configuration and the world size:
 - every rank draws the same global batches from the one generator seeded by train.seed
-  (data.train_batches) and keeps a fixed slice of each micro-batch: rank r takes rows
+  (batches.train_batches) and keeps a fixed slice of each micro-batch: rank r takes rows
   [r * b / W, (r + 1) * b / W), so train.batch_size is the global micro-batch and the per-step
   global batch is the single-process one;
 - the loss is normalised by the global count of labelled tokens, so the per-rank gradients add up
@@ -34,6 +34,7 @@ import torch.distributed as dist
 from .errors import EXIT_INPUT, RecipeInputError
 
 PROCESSES_ENV = "BUNDLER_NUM_PROCESSES"
+LAUNCHER_ENV = "BUNDLER_LAUNCHER"  # set by launch() for its children; absent: torchrun started the ranks itself
 REDUCTION = "all_gather, then summed in rank order (float32)"
 # Set for every launched process unless the caller set them. Single node only: rendezvous and gloo
 # stay on the loopback device (a container run with --network none has no other). NVLink multicast
@@ -127,6 +128,7 @@ def launch(processes: int, train: dict[str, Any], recipe_dir: Path, out: Path) -
         ) from None
     for name, value in LAUNCH_ENV.items():
         os.environ.setdefault(name, value)
+    os.environ[LAUNCHER_ENV] = "accelerate launch (torchrun)"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, cores // processes))
     with tempfile.TemporaryDirectory(prefix="bundler-accelerate-") as tmp:
@@ -221,10 +223,10 @@ def rank_slice(micro_batches: MicroBatches) -> MicroBatches:
     if _world.size == 1:
         return micro_batches
     share = []
-    for input_ids, labels in micro_batches:
-        rows = input_ids.shape[0] // _world.size
+    for batch in micro_batches:
+        rows = batch[0].shape[0] // _world.size
         lo, hi = _world.rank * rows, (_world.rank + 1) * rows
-        share.append((input_ids[lo:hi], labels[lo:hi]))
+        share.append(tuple(t[lo:hi] for t in batch))
     return share
 
 
@@ -254,11 +256,22 @@ def _gather_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def describe_world() -> dict[str, Any]:
-    """env.json's `distributed`: world size, backend, batch layout and how gradients were combined."""
+    """env.json's `distributed`: world size, topology, backend, batch layout and how gradients were combined.
+
+    The topology (nodes x ranks per node, from torchrun's GROUP_WORLD_SIZE and LOCAL_WORLD_SIZE) is
+    recorded, never used: the result depends on the world size alone.
+    """
+    launched = _world.size > 1
+    nodes = int(os.environ.get("GROUP_WORLD_SIZE", 1)) if launched else 1
+    ranks_per_node = int(os.environ.get("LOCAL_WORLD_SIZE", _world.size)) if launched else 1
     return {
         "world_size": _world.size,
+        "nodes": nodes,
+        "ranks_per_node": ranks_per_node,
+        "topology": f"{nodes} node(s) x {ranks_per_node} rank(s)",
+        "nccl": ".".join(map(str, torch.cuda.nccl.version())) if _world.backend == "nccl" else None,
         "backend": _world.backend,
-        "launcher": "accelerate launch (torchrun)" if _world.size > 1 else None,
+        "launcher": os.environ.get(LAUNCHER_ENV, "torchrun") if launched else None,
         "per_device_batch_size": _world.per_device_batch_size,
         "global_batch_size": _world.batch_size * _world.grad_accum,
         "grad_accum": _world.grad_accum,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import platform
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -94,7 +96,23 @@ def capture_environment(runner: str, image_digest: str, determinism: dict[str, A
         "cuda": cuda,
         "determinism": determinism,
         "distributed": describe_world(),
+        "bundle_id": _recipe_id(Path(__file__).resolve().parent.parent),
     }
+
+
+def _recipe_id(recipe: Path) -> str | None:
+    """The bundle ID of the recipe this runtime was copied into (bag.recipe_id's rule), or None outside one.
+
+    Computed, not passed in: `bundler record` matches a run made elsewhere (a cluster) to its bundle by it.
+    """
+    if not (recipe / "config.toml").is_file() or not (recipe / "model.json").is_file():
+        return None
+    lines = []
+    for path in sorted(recipe.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            lines.append((f"data/recipe/{path.relative_to(recipe).as_posix()}", digest))
+    return hashlib.sha256("".join(f"{sha}  {name}\n" for name, sha in sorted(lines)).encode()).hexdigest()
 
 
 def _cublas_version() -> str | None:

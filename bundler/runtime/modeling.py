@@ -75,6 +75,7 @@ class LoraModel:
     peft_model: torch.nn.Module
     compute_dtype: torch.dtype
     device: torch.device
+    fused: Any = None  # a fastpath.FusedPath when the fused kernels train this model
 
     @property
     def base(self) -> torch.nn.Module:
@@ -85,8 +86,15 @@ class LoraModel:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.compute_dtype)
 
-    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         decoder = getattr(self.base, self.base.base_model_prefix)
+        if positions is not None:  # packed rows: each document sees only itself (data.pack_documents)
+            from .fused_decoder import document_mask
+
+            mask = document_mask(positions)[:, None]
+            return decoder(
+                input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False
+            ).last_hidden_state
         # No attention mask: batches are right-padded and attention is causal, so real tokens never
         # see padding; a mask would push SDPA off the flash kernel.
         return decoder(input_ids=input_ids, use_cache=False).last_hidden_state
@@ -101,9 +109,13 @@ class LoraModel:
             )
         return weight
 
-    def loss(self, input_ids: torch.Tensor, labels: torch.Tensor, normalizer: float) -> torch.Tensor:
+    def loss(
+        self, input_ids: torch.Tensor, labels: torch.Tensor, normalizer: float, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if self.fused is not None:
+            return self.fused.loss(input_ids, labels, normalizer, positions)
         with self.autocast():
-            hidden = self.hidden_states(input_ids)
+            hidden = self.hidden_states(input_ids, positions)
         return chunked_cross_entropy(hidden, self.lm_head_weight(), labels, normalizer)
 
     @torch.no_grad()

@@ -16,11 +16,14 @@ from typing import Any
 import torch
 
 from . import RESULTS_SCHEMA, distributed
-from .data import IGNORE_INDEX, check_fields, encode, load_splits, load_tokenizer, train_batches
+from .batches import train_batches
+from .canary import run_canary
+from .data import IGNORE_INDEX, check_fields, encode, load_splits, load_tokenizer
 from .determinism import configure_determinism
 from .envinfo import capture_environment
 from .errors import RecipeInputError
 from .evaluate import eval_loss, label_metrics
+from .fastpath import enable_fused_path
 from .modeling import (
     LoraModel,
     adapter_state,
@@ -35,7 +38,7 @@ from .recipe import Recipe, verify_files
 from .reference import write_reference
 from .tracking import start_tracker
 
-MicroBatch = tuple[torch.Tensor, torch.Tensor]
+MicroBatch = tuple[torch.Tensor, ...]  # input_ids, labels[, positions when packed]
 
 
 @dataclass(frozen=True)
@@ -86,15 +89,16 @@ def train_step(
 
     The loss is averaged over every labelled token of all micro-batches.
     """
-    normalizer = float(sum(int((labels[:, 1:] != IGNORE_INDEX).sum()) for _, labels in micro_batches))
+    normalizer = float(sum(int((batch[1][:, 1:] != IGNORE_INDEX).sum()) for batch in micro_batches))
     micro_batches = distributed.rank_slice(micro_batches)  # global normalizer, this rank's rows
     lr = optimizer.param_groups[0]["lr"]
     total = torch.zeros((), dtype=torch.float32, device=model.device)
     tokens = 0
-    for input_ids, labels in micro_batches:
+    for input_ids, labels, *packed in micro_batches:
         input_ids = input_ids.to(model.device, non_blocking=True)
         labels = labels.to(model.device, non_blocking=True)
-        loss = model.loss(input_ids, labels, max(normalizer, 1.0))
+        positions = packed[0].to(model.device, non_blocking=True) if packed else None
+        loss = model.loss(input_ids, labels, max(normalizer, 1.0), positions)
         loss.backward()
         total += loss.detach()
         tokens += input_ids.numel()
@@ -223,6 +227,8 @@ def run_training(
             )
         log(f"base model, before training: test accuracy {base_metrics['accuracy']:.4f}")
     optimizer, scheduler = make_optimizer(model, train)
+    deterministic = bool(train.get("deterministic", True))
+    determinism.update(enable_fused_path(model, optimizer, deterministic=deterministic, quantized=is_4bit(lora)))
     total_steps = int(train.get("max_steps", 1))
     steps = min(total_steps, max_steps) if max_steps else total_steps
     batch_size, eval_every = int(train.get("batch_size", 8)), int(train.get("eval_every", 10))
@@ -236,6 +242,8 @@ def run_training(
         max_len=max_len,
     )
     distributed.seed_rank(determinism)
+    packed = bool(train.get("packing", False))
+    determinism.update(run_canary(model, shape=(batch_size, max_len), deterministic=deterministic, packed=packed))
     log(f"training {steps} steps on {device} ({dtype}), {len(encoded['train'])} train examples")
 
     out.mkdir(parents=True, exist_ok=True)
