@@ -12,6 +12,14 @@
     │   ├── UnsafeArchiveError
     │   ├── ToleranceError            replay --tolerance cannot be parsed
     │   ├── SecretError               a value that looks like a secret where none may go
+    │   ├── DataSecretError           a token shape in the dataset (allowed with --allow-secrets-in-data)
+    │   ├── InputProblemsError        the data does not fit the config (all problems at once)
+    │   ├── NotUtf8Error              a text input that is not UTF-8: file, line and byte offset
+    │   ├── SymlinkError              a broken symlink, or one a dataset may not follow
+    │   ├── OutputLockedError         another build holds --out
+    │   ├── OutputPathError           --out sits under a file, or is not a directory
+    │   ├── MachineError              the OS refused: disk full, read-only, permission denied
+    │   ├── ResourceExhaustedError    the config needs more memory than the machine has; names the knob
     │   ├── UnresolvableRequirementsError  the resolver found no versions for the target
     │   ├── UnknownImageError         image not in the catalog, or unknown to the registry
     │   ├── WheelHashMismatchError    a wheel whose sha256 the lock does not allow
@@ -33,18 +41,24 @@
     │   ├── ReferenceMissingError     the run predates reference_outputs.jsonl
     │   ├── AdapterMismatchError      an adapter's files differ from the run's recorded hashes
     │   ├── AdapterConfigError        an adapter that does not fit the bundle's base model
-    │   └── SigningKeyError           the signing or trusted key file cannot be used
+    │   ├── SigningKeyError           the signing or trusted key file cannot be used
+    │   ├── OciReferenceError         an oci:// reference that cannot be used (syntax, tag without --allow-tag)
+    │   └── RegistryRequestError      the registry refused a request (auth, unknown manifest or blob)
     ├── EnvironmentSetupError         a runner, resolver or engine that cannot do its job
     │   ├── EngineUnavailableError    no Docker engine answers, or no NVIDIA runtime for --gpus
     │   ├── DriverTooOldError         the NVIDIA driver is older than the image's CUDA needs
     │   ├── TrainingError             the runtime failed; its last lines are attached
-    │   └── HubUnavailableError       the Hub kept failing (5xx, network) after bounded retries
+    │   ├── HubUnavailableError       the Hub kept failing (5xx, network) after bounded retries
+    │   └── RegistryUnavailableError  an OCI registry kept failing (5xx, network) after bounded retries
     └── CheckFailed                   exit 1: the input is fine, the check it asked for failed
         ├── StaleLockError
         ├── ModelLockStaleError       model.lock.json pins another model id or revision
         ├── VerifyFailed
+        ├── BlobDigestMismatchError   a blob pulled from a registry does not hash to its digest
         ├── ReplayDiverged            the replay did not reproduce the recorded run
         └── CheckDiverged             an adapter's outputs differ from the run's reference
+
+    Terminated (a KeyboardInterrupt)  SIGTERM/SIGHUP: unwinds like Ctrl-C; exit 128 + the signal
 
 Classes hold structured fields and build their message in __str__; the CLI adds `hint`.
 """
@@ -157,11 +171,141 @@ class UnsafeArchiveError(InputError):
 class SecretError(InputError):
     """A value that looks like a secret was found where secrets may not go."""
 
-    def __init__(self, where: str, kind: str):
+    def __init__(self, where: str, kind: str, hint: str = ""):
         super().__init__(
             f"{where} looks like a secret ({kind}); secrets never enter a bundle",
-            "pass tokens through the environment (e.g. HF_TOKEN) at the moment of use, not in config files",
+            hint or "pass tokens through the environment (e.g. HF_TOKEN) at the moment of use, not in config files",
         )
+        self.where = where
+        self.kind = kind
+
+
+class DataSecretError(InputError):
+    """The dataset holds token shapes; refused unless --allow-secrets-in-data (then named in the output)."""
+
+    def __init__(self, findings: Sequence[str]):
+        shown = "; ".join(findings[:5]) + (f"; and {len(findings) - 5} more" if len(findings) > 5 else "")
+        super().__init__(
+            f"the dataset holds {len(findings)} secret-shaped value(s): {shown}",
+            "remove or rotate them and rebuild, or pass --allow-secrets-in-data if they are meant to be there "
+            "(they are then named in the build output and vendored as they are)",
+        )
+        self.findings = list(findings)
+
+
+class InputProblemsError(InputError):
+    """The inputs do not fit together (data against config, model against LoRA); every problem is listed."""
+
+    def __init__(self, problems: Sequence[str], hint: str = ""):
+        super().__init__(
+            f"{len(problems)} problem(s) with the build inputs:\n" + "\n".join(f"  - {p}" for p in problems),
+            hint or "fix bundle.toml or the dataset as each line says; nothing was built",
+        )
+        self.problems = list(problems)
+
+
+class NotUtf8Error(InputError):
+    """A text input (bundle.toml, a dataset file) holds bytes that are not UTF-8."""
+
+    def __init__(self, path: Path | str, line: int, offset: int, byte: int):
+        super().__init__(
+            f"{path} is not UTF-8: line {line}, byte offset {offset} (0x{byte:02x})",
+            "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`), then run again",
+        )
+        self.path = path
+        self.line = line
+        self.offset = offset
+        self.byte = byte
+
+
+class SymlinkError(InputError):
+    """A symlink that cannot be followed (broken, a loop) on the way to an input."""
+
+    def __init__(self, link: Path | str, target: str):
+        super().__init__(
+            f"{link} is a symlink to {target}, which does not exist",
+            "point the link at the file, or set data.path to the file itself",
+        )
+        self.link = link
+        self.target = target
+
+
+class OutputLockedError(InputError):
+    """Another build is writing to the same --out."""
+
+    def __init__(self, out: Path, holder: str):
+        super().__init__(
+            f"another build is writing to {out} ({holder or 'holder unknown'})",
+            "wait for it to finish, or choose another --out",
+        )
+        self.out = out
+        self.holder = holder
+
+
+class OutputPathError(InputError):
+    """--out cannot be a directory: it, or a directory above it, is a file."""
+
+    def __init__(self, out: Path, blocker: Path):
+        super().__init__(
+            f"--out {out} cannot be created: {blocker} is a file, not a directory",
+            "choose an --out whose parent directories are directories",
+        )
+        self.out = out
+        self.blocker = blocker
+
+
+class MachineError(InputError):
+    """The operating system refused a read or write: disk full, read-only filesystem, permission denied."""
+
+    _HINTS = {
+        "ENOSPC": "free space on that filesystem (or choose an --out on another one) and run again",
+        "EDQUOT": "free space within your quota (or choose an --out elsewhere) and run again",
+        "EROFS": "the filesystem is read-only: choose a writable --out (or copy the bundle somewhere writable)",
+        "EACCES": "check the permissions of that path (or choose another one) and run again",
+        "EPERM": "check the permissions of that path (or choose another one) and run again",
+        "ENOTDIR": "a directory in that path is a file: choose another path",
+        "EISDIR": "that path is a directory where a file was expected: choose another path",
+        "EMFILE": "too many open files: raise `ulimit -n` and run again",
+        "ENOENT": "check that the path exists (relative paths are read from the current directory)",
+        "ELOOP": "a symlink on that path points back at itself: fix or remove it",
+    }
+
+    def __init__(self, path: str, errno_name: str, reason: str):
+        super().__init__(
+            f"cannot use {path or 'a file'}: {reason} ({errno_name})",
+            self._HINTS.get(errno_name, "check that path and the machine's disk, then run again"),
+        )
+        self.path = path
+        self.errno_name = errno_name
+        self.reason = reason
+
+    @classmethod
+    def from_os_error(cls, exc: OSError) -> MachineError:
+        import errno
+
+        name = errno.errorcode.get(exc.errno or 0, "EIO")
+        path = exc.filename if exc.filename is not None else ""
+        return cls(str(path), name, exc.strerror or str(exc))
+
+
+class ResourceExhaustedError(InputError):
+    """The config asks for more memory than the machine has; the hint names the knob to turn down."""
+
+    def __init__(self, what: str, knobs: Sequence[str]):
+        super().__init__(
+            f"{what}",
+            "lower " + ", ".join(knobs) + " in bundle.toml (or run on a machine with more memory)",
+        )
+        self.what = what
+        self.knobs = list(knobs)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or SIGHUP) arrived: unwind like Ctrl-C so children end and partial outputs are removed."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 class EnvironmentSetupError(BundlerError):
@@ -369,12 +513,13 @@ class DatasetChangedError(DatasetError):
 
 
 class SigningKeyError(InputError):
-    """A key file given to sign or verify is missing, unreadable, encrypted or not ed25519."""
+    """A key file given to sign or verify is missing, unreadable, encrypted or of an unsupported type."""
 
     def __init__(self, key: Path | str, reason: str):
         super().__init__(
             f"{key}: cannot use this key: {reason}",
-            "pass an ed25519 PEM key; `bundler keygen --out KEY` makes one (KEY stays private, KEY.pub is shared)",
+            "pass an EC P-256 (or ed25519) PEM key; `bundler keygen --out KEY` makes one "
+            "(KEY stays private, KEY.pub is shared)",
         )
         self.key = key
         self.reason = reason
@@ -673,6 +818,66 @@ class DriverTooOldError(EnvironmentSetupError):
         self.installed = installed
         self.required = required
         self.cuda = cuda
+
+
+# --- OCI registries (oci.py) ---
+
+
+class OciReferenceError(InputError):
+    """An oci:// reference that cannot be parsed, or a pull by tag that was not allowed."""
+
+    def __init__(self, reference: str, reason: str, hint: str = ""):
+        super().__init__(
+            f"{reference}: {reason}",
+            hint or "write oci://HOST[:PORT]/REPO@sha256:DIGEST (or :TAG to push)",
+        )
+        self.reference = reference
+        self.reason = reason
+
+
+class RegistryRequestError(InputError):
+    """The registry answered a request with a refusal: no credentials, unknown manifest or blob."""
+
+    def __init__(self, reference: str, what: str, status: int, detail: str, hint: str = ""):
+        super().__init__(
+            f"{reference}: the registry refused {what} (HTTP {status}: {detail})",
+            hint or "check the reference and that the artifact was pushed there; nothing was written",
+        )
+        self.reference = reference
+        self.what = what
+        self.status = status
+        self.detail = detail
+
+
+class RegistryUnavailableError(EnvironmentSetupError):
+    """The registry kept answering with server errors (or not at all) after bounded retries."""
+
+    def __init__(self, registry: str, attempts: int, detail: str):
+        super().__init__(
+            f"{registry}: the registry did not answer after {attempts} attempt(s): {detail}",
+            "check the host and port (and that the registry runs); nothing was written",
+        )
+        self.registry = registry
+        self.attempts = attempts
+        self.detail = detail
+
+
+class BlobDigestMismatchError(CheckFailed):
+    """A blob (or manifest) fetched from a registry does not hash to the digest that named it."""
+
+    def __init__(self, reference: str, expected: str, found: str):
+        super().__init__(reference, expected, found)
+        self.reference = reference
+        self.expected = expected
+        self.found = found
+
+    def __str__(self) -> str:
+        return (
+            f"{self.reference}: the registry served {self.expected[:19]} "
+            f"with content that hashes to {self.found[:19]}"
+        )
+
+    hint = "the registry's copy is damaged or was tampered with; nothing was written"
 
 
 # --- record (runners/record.py) ---

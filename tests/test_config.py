@@ -49,7 +49,7 @@ def test_every_problem_is_reported_at_once() -> None:
     assert len(problems) == 3
     assert any("batch_size" in p for p in problems)
     assert any("sum to 1" in p for p in problems)
-    assert any("max_steps" in p and "greater than 0" in p for p in problems)
+    assert any("max_steps" in p and "in [1, 10,000,000]; got 0" in p for p in problems)
 
 
 def test_bad_toml_names_the_line() -> None:

@@ -268,7 +268,12 @@ def test_unknown_target_module_exits_3_naming_the_choices(tmp_path, model_dir):
 
 
 def test_sequence_longer_than_the_model_allows_exits_3(tmp_path, model_dir):
-    paths = make_recipe(tmp_path, model_dir=model_dir, config_overrides={"train": {"max_seq_len": 4096}})
+    # The host refuses this config before any work (recipe/config.py); the runtime guards bundles built
+    # by a host that did not, so the recipe is edited after the host's validation.
+    paths = make_recipe(tmp_path, model_dir=model_dir)
+    config = paths["recipe"] / "config.toml"
+    assert "max_seq_len = 128\n" in config.read_text()
+    config.write_text(config.read_text().replace("max_seq_len = 128\n", "max_seq_len = 4096\n"))
     result = run_runtime(paths, tmp_path / "out")
     assert result.returncode == 3
     assert "512" in _error(result)["message"]

@@ -37,8 +37,9 @@ SIGNER_SCHEMA = "bundler.signer/1"
 CRATE = f"{PAYLOAD}/ro-crate-metadata.json"
 SIGNER_FILE = "signer.json"
 BUNDLE_ENVELOPE_FILE = "bundle.dsse.json"
-# Written by publishing after a statement exists: never part of a run's statement (a signature covers them).
-PUBLISH_REWRITTEN = frozenset({"README.md", "publish.json"})
+# Written after a run's statement exists, by publishing (card, push record) or by `bundler sign` (model.sig,
+# bundle/oms.py): never part of a run's statement (a signature directory covers them).
+PUBLISH_REWRITTEN = frozenset({"README.md", "publish.json", "model.sig"})
 # bag-info labels bundler rewrites whenever a run is added; Payload-Oxum is recomputed from the files by verify.
 UNSIGNED_BAG_INFO = frozenset({"Payload-Oxum", "Bag-Software-Agent"})
 _RUN_FILE = re.compile(rf"^{RUNS}/[^/]+/([^/]+)$")

@@ -32,7 +32,8 @@ SIGNATURES = "provenance/signatures"
 BAGIT_TXT = "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
 # Files bundler adds to a run after the runtime finished; they describe the run but are not its output,
 # so they stay out of the run ID (the card names the run ID, which would otherwise be circular).
-RUN_ANNOTATIONS = frozenset({"run.json", "README.md", "loss.png", "publish.json"})
+# model.sig (bundle/oms.py) is one too: an OMS signature over adapter/, made by `bundler sign`.
+RUN_ANNOTATIONS = frozenset({"run.json", "README.md", "loss.png", "publish.json", "model.sig"})
 _MANIFEST_LINE = re.compile(r"^([0-9a-f]{64})[ \t]+(\S.*)$")
 
 

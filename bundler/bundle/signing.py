@@ -1,4 +1,8 @@
-"""Local ed25519 keys, DSSE envelopes, and signing a bundle: all offline, no service, no network.
+"""Local signing keys (EC P-256 by default, ed25519 still read), DSSE envelopes: offline, no service.
+
+`bundler keygen` makes EC P-256 keys because OpenSSF Model Signing (bundler.bundle.oms) signs with
+elliptic-curve keys only (P-256/384/521); ed25519 keys made by earlier versions keep signing and
+verifying the bundle's own envelopes, but cannot make an OMS model.sig.
 
 What is signed, and what covers what, is written down in bundler/bundle/attest.py's docstring.
 
@@ -21,22 +25,41 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from bundler.bundle.atomic import atomic_write_bytes
 from bundler.errors import OutputExistsError, SigningKeyError
 
 ALGORITHM = "ed25519"
+EC_P256 = "ecdsa-p256"
+ALGORITHMS = (EC_P256, ALGORITHM)
+# The curves OMS accepts (model_signing/_signing/sign_ec_key.py), each signed with its matching hash.
+_EC_HASHES = {"secp256r1": hashes.SHA256, "secp384r1": hashes.SHA384, "secp521r1": hashes.SHA512}
+PrivateKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 # Read only when the private key file is encrypted; the password never reaches a file or a log.
 PASSWORD_ENV = "BUNDLER_SIGNING_KEY_PASSWORD"
 
 
 @dataclass(frozen=True)
 class PublicKey:
-    """An ed25519 public key with its ID (sha256 of the DER SubjectPublicKeyInfo)."""
+    """An ed25519 or EC public key with its ID (sha256 of the DER SubjectPublicKeyInfo)."""
 
-    key: Ed25519PublicKey
+    key: Ed25519PublicKey | ec.EllipticCurvePublicKey
+
+    @property
+    def algorithm(self) -> str:
+        if isinstance(self.key, Ed25519PublicKey):
+            return ALGORITHM
+        return f"ecdsa-{self.key.curve.name}".replace("ecdsa-secp256r1", EC_P256)
+
+    def verify(self, signature: bytes, message: bytes) -> None:
+        """Raise InvalidSignature unless `signature` over `message` was made by this key."""
+        if isinstance(self.key, Ed25519PublicKey):
+            self.key.verify(signature, message)
+        else:
+            self.key.verify(signature, message, ec.ECDSA(_EC_HASHES[self.key.curve.name]()))
 
     @property
     def pem(self) -> str:
@@ -50,13 +73,18 @@ class PublicKey:
         return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
-def generate_key(out: Path) -> tuple[Path, PublicKey]:
-    """Write a new private key to `out` (0600) and its public key to `out.pub`; refuse to overwrite."""
+def generate_key(out: Path, algorithm: str = EC_P256) -> tuple[Path, PublicKey]:
+    """Write a new private key to `out` (0600) and its public key to `out.pub`; refuse to overwrite.
+
+    PKCS#8 PEM, as `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256` writes it.
+    """
     public_path = out.with_name(out.name + ".pub")
     for path in (out, public_path):
         if path.exists():
             raise OutputExistsError(path)
-    private = Ed25519PrivateKey.generate()
+    private: PrivateKey = (
+        Ed25519PrivateKey.generate() if algorithm == ALGORITHM else ec.generate_private_key(ec.SECP256R1())
+    )
     pem = private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -70,8 +98,8 @@ def generate_key(out: Path) -> tuple[Path, PublicKey]:
     return public_path, public
 
 
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """Read an ed25519 private key (PEM or OpenSSH); a wrong or missing file is a SigningKeyError."""
+def load_private_key(path: Path) -> PrivateKey:
+    """Read an EC or ed25519 private key (PEM or OpenSSH); a wrong or missing file is a SigningKeyError."""
     data = _read(path)
     password = os.environ.get(PASSWORD_ENV)
     try:
@@ -85,13 +113,13 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
         if b"PUBLIC KEY" in data:
             raise SigningKeyError(path, "this is a public key; signing needs the private key") from None
         raise SigningKeyError(path, f"not a PEM private key ({exc})") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise SigningKeyError(path, f"a {type(key).__name__.removeprefix('_')} key; bundler signs with ed25519 only")
+    if not _is_supported(key.public_key()):
+        raise SigningKeyError(path, f"{_kind(key)}; bundler signs with EC P-256/384/521 or ed25519 keys only")
     return key
 
 
 def load_public_key(path: Path) -> PublicKey:
-    """Read an ed25519 public key (PEM or OpenSSH `ssh-ed25519 ...`), or derive it from a private key file."""
+    """Read an EC or ed25519 public key (PEM or OpenSSH `ssh-ed25519 ...`), or derive it from a private key file."""
     data = _read(path)
     try:
         if data.startswith(b"ssh-ed25519"):
@@ -102,22 +130,39 @@ def load_public_key(path: Path) -> PublicKey:
             key = serialization.load_pem_public_key(data)
     except ValueError as exc:
         raise SigningKeyError(path, f"not a PEM public key ({exc})") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise SigningKeyError(path, "not an ed25519 key; bundler verifies ed25519 signatures only")
+    if not _is_supported(key):
+        raise SigningKeyError(path, f"{_kind(key)}; bundler verifies EC P-256/384/521 or ed25519 signatures only")
     return PublicKey(key)
 
 
 def public_key_from_pem(pem: str) -> PublicKey:
-    """Parse a recorded public key; raise ValueError when it is not an ed25519 PEM key."""
+    """Parse a recorded public key; raise ValueError when it is not an EC or ed25519 PEM key."""
     key = serialization.load_pem_public_key(pem.encode("ascii"))
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError("not an ed25519 public key")
-    return PublicKey(key)
+    if not _is_supported(key):
+        raise ValueError("not an EC or ed25519 public key")
+    return PublicKey(key)  # type: ignore[arg-type]
+
+
+def _is_supported(key: Any) -> bool:
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return key.curve.name in _EC_HASHES
+    return isinstance(key, Ed25519PublicKey)
+
+
+def _kind(key: Any) -> str:
+    if isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey):
+        return f"an EC key on curve {key.curve.name}"
+    return f"a {type(key).__name__.removeprefix('_')} key"
 
 
 def signer_record(public: PublicKey) -> dict[str, str]:
     """What a signature records about its key (signer.json): algorithm, key ID, public key. Never the private key."""
-    return {"schema": "bundler.signer/1", "algorithm": ALGORITHM, "keyid": public.keyid, "public_key": public.pem}
+    return {
+        "schema": "bundler.signer/1",
+        "algorithm": public.algorithm,
+        "keyid": public.keyid,
+        "public_key": public.pem,
+    }
 
 
 def public_key_from_record(record: dict[str, Any]) -> PublicKey:
@@ -126,14 +171,17 @@ def public_key_from_record(record: dict[str, Any]) -> PublicKey:
     The algorithm is read first so a second key type (issue 21: EC P-256) slots in beside ed25519 here.
     """
     algorithm = record.get("algorithm", ALGORITHM)
-    if algorithm != ALGORITHM:
-        raise ValueError(f"algorithm {algorithm!r}; this bundler checks {ALGORITHM} signatures")
+    if algorithm != ALGORITHM and not str(algorithm).startswith("ecdsa-"):
+        raise ValueError(f"algorithm {algorithm!r}; this bundler checks {', '.join(ALGORITHMS)} signatures")
     try:
-        return public_key_from_pem(str(record.get("public_key", "")))
+        key = public_key_from_pem(str(record.get("public_key", "")))
     except (ValueError, TypeError, UnicodeError) as exc:
-        raise ValueError(f"not an {ALGORITHM} PEM public key: {exc}") from None
+        raise ValueError(f"not an EC or ed25519 PEM public key: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - cryptography raises UnsupportedAlgorithm for other key types
-        raise ValueError(f"not an {ALGORITHM} PEM public key: {type(exc).__name__}") from None
+        raise ValueError(f"not an EC or ed25519 PEM public key: {type(exc).__name__}") from None
+    if key.algorithm != algorithm:
+        raise ValueError(f"records algorithm {algorithm!r}, its public key is {key.algorithm}")
+    return key
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -142,10 +190,13 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
 
 
-def sign_envelope(payload_type: str, payload: bytes, key: Ed25519PrivateKey) -> dict[str, Any]:
+def sign_envelope(payload_type: str, payload: bytes, key: PrivateKey) -> dict[str, Any]:
     """Return a DSSE envelope over `payload`, signed by `key` and naming its key ID."""
     keyid = PublicKey(key.public_key()).keyid
-    signature = key.sign(pae(payload_type, payload))
+    if isinstance(key, Ed25519PrivateKey):
+        signature = key.sign(pae(payload_type, payload))
+    else:
+        signature = key.sign(pae(payload_type, payload), ec.ECDSA(_EC_HASHES[key.curve.name]()))
     return {
         "payload": base64.b64encode(payload).decode("ascii"),
         "payloadType": payload_type,
@@ -177,7 +228,7 @@ def verify_envelope(envelope: dict[str, Any], key: PublicKey) -> EnvelopeCheck:
     for entry in signatures:
         try:
             signature = base64.b64decode(entry["sig"], validate=True)
-            key.key.verify(signature, message)
+            key.verify(signature, message)
             return EnvelopeCheck(payload_type, payload, None)
         except (KeyError, TypeError, ValueError, InvalidSignature):
             others.append(str(entry.get("keyid", "no keyid")) if isinstance(entry, dict) else "malformed")

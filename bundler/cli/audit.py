@@ -7,48 +7,65 @@ from pathlib import Path
 
 import click
 
-from bundler.cli.options import RUNNER_CHOICE, emit, handles_errors, json_option
+from bundler.cli.options import RUNNER_CHOICE, allow_tag_option, emit, handles_errors, json_option, resolved_path
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("target", metavar="BUNDLE|FILE.tar|oci://HOST/REPO@sha256:DIGEST")
 @click.option(
     "--key",
     "trusted_keys",
     multiple=True,
-    type=click.Path(path_type=Path),
-    help="A public key the governing signature must come from (repeatable); without it, any valid signature governs.",
+    type=resolved_path(),
+    help="A public key the governing signature must come from (repeatable); without it, any valid signature "
+    "governs. On a directory, each adapter's OpenSSF model.sig must verify with one of them too.",
 )
 @click.option("--strict", is_flag=True, help="Also fail on files added after the governing signature was made.")
+@allow_tag_option
 @json_option
 @handles_errors
-def verify(bundle: Path, trusted_keys: tuple[Path, ...], strict: bool, as_json: bool) -> None:
-    """Check BUNDLE (a directory or an exported .tar): BagIt 1.0, recomputed IDs and statements, signatures.
+def verify(target: str, trusted_keys: tuple[Path, ...], strict: bool, allow_tag: bool, as_json: bool) -> None:
+    """Check a bundle (a directory, an exported .tar, or a registry artifact by digest): BagIt 1.0, IDs, signatures.
 
-    Exit 1 naming each file and rule that failed; exit 2 when BUNDLE is not a bundle or cannot be read.
+    Exit 1 naming each file and rule that failed; exit 2 when it is not a bundle or cannot be read.
     """
     from bundler.bundle.archive import verify_target
     from bundler.bundle.signing import load_public_key
     from bundler.errors import VerifyFailed
 
     keys = [load_public_key(k) for k in trusted_keys] or None
-    report = verify_target(bundle, trusted_keys=keys, strict=strict)
+    bundle, pulled = Path(target).resolve(), {}
+    if target.startswith("oci://"):
+        from bundler.oci.fetch import verify_from_registry
+
+        report, artifact = verify_from_registry(target, allow_tag=allow_tag, trusted_keys=keys, strict=strict)
+        bundle, pulled = Path(str(artifact.reference)), {"source": str(artifact.reference), "digest": artifact.digest}
+        if artifact.by_tag and not as_json:
+            click.echo(f"note: {target} resolved to {artifact.digest}", err=True)
+    else:
+        report = verify_target(bundle, trusted_keys=keys, strict=strict)
+        if keys and bundle.is_dir():
+            from bundler.bundle.oms import model_signature_findings
+
+            report.findings += model_signature_findings(bundle, keys)
     if as_json:
-        emit(report.as_dict(), True, "")
+        emit({**report.as_dict(), **pulled}, True, "")
         if not report.ok:
             sys.exit(1)
         return
     if not report.ok:
-        raise VerifyFailed(bundle, sorted(report.findings))
+        raise VerifyFailed(Path(pulled.get("source", target)), sorted(report.findings))
     for path in report.unsigned:
         click.echo(f"unsigned addition: {path} (added after the governing signature; --strict refuses it)", err=True)
     governing = next((s["name"] for s in report.signatures if s.get("governing")), None)
     signed = f", signed: {governing}" if governing else ""
     click.echo(f"ok {report.bundle_id} ({report.files_checked} files, {report.bytes_checked} bytes{signed})")
+    if pulled:
+        click.echo(pulled["source"])
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=resolved_path())
 @json_option
 @handles_errors
 def inspect(bundle: Path, as_json: bool) -> None:
@@ -63,8 +80,8 @@ def inspect(bundle: Path, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("old", type=click.Path(path_type=Path))
-@click.argument("new", type=click.Path(path_type=Path))
+@click.argument("old", type=resolved_path())
+@click.argument("new", type=resolved_path())
 @json_option
 @handles_errors
 def diff(old: Path, new: Path, as_json: bool) -> None:
@@ -79,7 +96,7 @@ def diff(old: Path, new: Path, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=resolved_path())
 @click.option("--runner", type=RUNNER_CHOICE, default=None, help="Where to run (default: the recorded run's runner).")
 @click.option(
     "--run",
@@ -98,17 +115,17 @@ def diff(old: Path, new: Path, as_json: bool) -> None:
 @click.option(
     "--report",
     "report_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=resolved_path(file_okay=False),
     help="Write report.json, loss_overlay.png and report.html here.",
 )
 @click.option(
     "--allow-drift", is_flag=True, help="host runner: run even when installed versions differ from the lock (recorded)."
 )
 @click.option(
-    "--model", "model_dir", type=click.Path(path_type=Path), help="Model snapshot, when the bundle does not vendor it."
+    "--model", "model_dir", type=resolved_path(), help="Model snapshot, when the bundle does not vendor it."
 )
 @click.option(
-    "--data", "data_dir", type=click.Path(path_type=Path), help="Dataset directory, when the bundle does not vendor it."
+    "--data", "data_dir", type=resolved_path(), help="Dataset directory, when the bundle does not vendor it."
 )
 @click.option("--gpus", help="docker runner: 'all' or a number of GPUs.")
 @json_option
@@ -159,7 +176,7 @@ def replay(
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=resolved_path())
 @click.option(
     "--run", "run_id", metavar="RUN_ID", help="Run whose reference outputs to compare with (default: the latest)."
 )
@@ -170,10 +187,10 @@ def replay(
 )
 @click.option("--runner", type=click.Choice(["venv", "host"]), default="venv", show_default=True)
 @click.option(
-    "--model", "model_dir", type=click.Path(path_type=Path), help="Model snapshot, when the bundle does not vendor it."
+    "--model", "model_dir", type=resolved_path(), help="Model snapshot, when the bundle does not vendor it."
 )
 @click.option(
-    "--data", "data_dir", type=click.Path(path_type=Path), help="Dataset directory, when the bundle does not vendor it."
+    "--data", "data_dir", type=resolved_path(), help="Dataset directory, when the bundle does not vendor it."
 )
 @click.option(
     "--allow-drift", is_flag=True, help="host runner: check even when installed versions differ from the lock."

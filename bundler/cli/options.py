@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -36,19 +37,55 @@ def _fail(message: str, hint: str, code: int) -> None:
     sys.exit(code)
 
 
+def _raise_terminated(signum: int, frame: object) -> None:
+    from bundler.errors import Terminated
+
+    raise Terminated(signum)
+
+
+def _unwind_on_sigterm() -> None:
+    """SIGTERM and SIGHUP unwind like Ctrl-C: runtime children are ended and partial outputs removed.
+
+    Python's default for SIGTERM is to die at once, which left the runtime child training on.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _raise_terminated)
+
+
 def handles_errors(func: F) -> F:
-    """Map BundlerError (and the unexpected) to a message, a next step and the documented exit code."""
+    """Map BundlerError (and the unexpected) to a message, a next step and the documented exit code.
+
+    What the machine refuses (OSError: disk full, read-only, permission) and running out of memory are
+    input-or-machine errors (exit 2) with a next step, never "internal error".
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from bundler.errors import EXIT_INPUT, BundlerError
+        from bundler.errors import EXIT_INPUT, BundlerError, MachineError, ResourceExhaustedError, Terminated
 
+        _unwind_on_sigterm()
         try:
             return func(*args, **kwargs)
         except BundlerError as exc:
             if os.environ.get("BUNDLER_DEBUG"):
                 traceback.print_exc()
             _fail(str(exc), exc.hint, exc.exit_code)
+        except OSError as exc:
+            if os.environ.get("BUNDLER_DEBUG"):
+                traceback.print_exc()
+            error = MachineError.from_os_error(exc)
+            _fail(str(error), error.hint, error.exit_code)
+        except MemoryError:
+            error = ResourceExhaustedError(
+                "bundler ran out of memory", ["train.batch_size", "train.max_seq_len", "the dataset size"]
+            )
+            _fail(str(error), error.hint, error.exit_code)
+        except Terminated as exc:
+            _fail(f"terminated by signal {exc.signum}; nothing was written under the final name", "", 128 + exc.signum)
         except KeyboardInterrupt:
             _fail("interrupted; nothing was written under the final name", "", 130)
         except (click.exceptions.Exit, click.ClickException):
@@ -66,3 +103,13 @@ def handles_errors(func: F) -> F:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+allow_tag_option = click.option(
+    "--allow-tag",
+    is_flag=True,
+    help="Accept an oci:// reference by tag alone (resolved to a digest, which is printed); default: digest only.",
+)
+
+
+def resolved_path(**kwargs: Any) -> click.Path:
+    """A click path made absolute once, here at the edge: children run elsewhere and must not re-resolve it."""
+    return click.Path(path_type=Path, resolve_path=True, **kwargs)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from bundler.cli.options import RUNNER_CHOICE, emit, handles_errors, json_option
+from bundler.cli.options import RUNNER_CHOICE, emit, handles_errors, json_option, resolved_path
 
 
 @click.command()
-@click.argument("path", type=click.Path(file_okay=False, path_type=Path), default=".")
+@click.argument("path", type=resolved_path(file_okay=False), default=".")
 @click.option("--name", help="Project name (default: the directory name).")
 @handles_errors
 def init(path: Path, name: str | None) -> None:
@@ -23,7 +23,7 @@ def init(path: Path, name: str | None) -> None:
 
 
 @click.command()
-@click.argument("project", type=click.Path(path_type=Path), default=".")
+@click.argument("project", type=resolved_path(), default=".")
 @click.option("--check", is_flag=True, help="Only check the lock is fresh; exit 1 when requirements.in changed.")
 @click.option("--offline", is_flag=True, help="No network: reuse cached locks and the catalog's image digest.")
 @json_option
@@ -90,11 +90,11 @@ def lock(project: Path, check: bool, offline: bool, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("project", type=click.Path(path_type=Path), default=".")
+@click.argument("project", type=resolved_path(), default=".")
 @click.option(
     "--out",
     "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=resolved_path(dir_okay=False),
     help="Where to write the manifest (default: PROJECT/splits.json).",
 )
 @json_option
@@ -114,11 +114,11 @@ def split(project: Path, out: Path | None, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("project", type=click.Path(path_type=Path), default=".")
+@click.argument("project", type=resolved_path(), default=".")
 @click.option(
     "--out",
     "-o",
-    type=click.Path(path_type=Path),
+    type=resolved_path(),
     required=True,
     help="Directory to write the bundle into (must not hold one).",
 )
@@ -131,6 +131,11 @@ def split(project: Path, out: Path | None, as_json: bool) -> None:
 )
 @click.option("--gpus", help="docker runner: 'all' or a number of GPUs.")
 @click.option("--push", "push_repo", metavar="ORG/NAME", help="Publish the adapter and card to this Hub repo.")
+@click.option(
+    "--allow-secrets-in-data",
+    is_flag=True,
+    help="Vendor a dataset that holds token shapes (each is named in the output) instead of refusing it.",
+)
 @json_option
 @handles_errors
 def build(
@@ -143,6 +148,7 @@ def build(
     vendor: bool,
     gpus: str | None,
     push_repo: str | None,
+    allow_secrets_in_data: bool,
     as_json: bool,
 ) -> None:
     """Build a bundle from PROJECT (lock check, split, pack, run, card); print the bundle ID."""
@@ -158,18 +164,19 @@ def build(
         vendor_data=not no_vendor_data,
         vendor=vendor,
         gpus=gpus,
+        allow_secrets_in_data=allow_secrets_in_data,
     )
     emit(result.as_dict(), as_json, result.bundle_id)
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=resolved_path())
 @click.option("--runner", type=RUNNER_CHOICE, default="venv", show_default=True)
 @click.option(
-    "--model", "model_dir", type=click.Path(path_type=Path), help="Model snapshot, when the bundle does not vendor it."
+    "--model", "model_dir", type=resolved_path(), help="Model snapshot, when the bundle does not vendor it."
 )
 @click.option(
-    "--data", "data_dir", type=click.Path(path_type=Path), help="Dataset directory, when the bundle does not vendor it."
+    "--data", "data_dir", type=resolved_path(), help="Dataset directory, when the bundle does not vendor it."
 )
 @click.option(
     "--allow-drift", is_flag=True, help="host runner: run even when installed versions differ from the lock (recorded)."

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from bundler.cli.options import emit, handles_errors, json_option
+from bundler.cli.options import emit, handles_errors, json_option, resolved_path
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=resolved_path())
 @click.option(
     "--repo", "repo_id", required=True, metavar="ORG/NAME", help="Hub model repo to publish to (created if missing)."
 )

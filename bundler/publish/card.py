@@ -168,6 +168,7 @@ def render_card(bundle_dir: Path, run_id: str, *, repo_id: str | None = None, st
         "base_model": _public(base_model),
         "base_revision": _public(facts.model.get("revision")),
         "verify_command": "bundler verify <bundle>",
+        "model_signature_key": model_signature_key(bundle_dir, run_id),
         "replay_command": f"bundler replay <bundle> --run {run_id}" + check_lines(facts, run_id, repo_id),
     }
     text = render_template(TEMPLATE, **values)
@@ -193,12 +194,31 @@ def provenance_rows(bundle_dir: Path, run_id: str) -> list[tuple[str, str]]:
         return []
     envelope = f"{SIGNATURES}/{signed[-1]}/{envelope_file(run_id)}"
     keyid = read_json_object(root / signed[-1] / SIGNER_FILE).get("keyid")
+    algorithm = read_json_object(root / signed[-1] / SIGNER_FILE).get("algorithm", "ed25519")
     link = f"[bundle/{envelope}](bundle/{envelope})"
     return [
-        ("Signed provenance", _cell(f"{link} (in-toto SLSA v1 statement, DSSE ed25519)")),
+        ("Signed provenance", _cell(f"{link} (in-toto SLSA v1 statement, DSSE {algorithm})")),
         ("Signing key", _cell(_code(keyid))),
         ("Signature covers", _cell("every file of the bundle when it was signed, this card included")),
     ]
+
+
+def model_signature_key(bundle_dir: Path, run_id: str) -> str | None:
+    """The key ID that made the run's model.sig (OpenSSF Model Signing, issue 21), or None when unsigned.
+
+    model.sig is written once, by the first `bundler sign` with an EC key: the oldest EC signature's key.
+    """
+    from bundler.bundle.attest import SIGNER_FILE, signature_dirs
+    from bundler.bundle.bag import SIGNATURES
+
+    root = bundle_dir / SIGNATURES
+    if not (bundle_dir / "data" / "runs" / run_id / "model.sig").is_file() or not root.is_dir():
+        return None
+    for name in signature_dirs([f"{SIGNATURES}/{p.name}/x" for p in root.iterdir()]):
+        signer = read_json_object(root / name / SIGNER_FILE)
+        if str(signer.get("algorithm", "")).startswith("ecdsa-") and signer.get("keyid"):
+            return str(signer["keyid"])
+    return None
 
 
 # --- replay section: `bundler check` (check.py, issue 12) ---
@@ -316,7 +336,8 @@ class BundleFacts:
             model=read_json_object(recipe / "model.json"),
             dataset=read_json_object(recipe / "dataset.json"),
             splits=read_json_object(recipe / "splits.json"),
-            source=read_json_object(recipe / "source.json"),
+            # The origin URL sits in bag-info.txt, outside the ID (older bundles kept it in source.json).
+            source={"repo": _bag_info(bundle_dir).get("Source-Origin"), **read_json_object(recipe / "source.json")},
             image=read_json_object(recipe / "image.lock.json"),
             lock_sha256=sha256_file(lock) if lock.is_file() else None,
             results=read_json_object(run_dir / "results.json"),

@@ -44,6 +44,7 @@ from bundler.bundle.bag import (
     RUNS,
     open_bundle,
     payload_hashes,
+    read_bag_info,
     read_json_object,
     write_tags,
 )
@@ -158,6 +159,8 @@ def resolved_dependencies(bundle: Path, payload: Mapping[str, str]) -> list[dict
             entry["digest"] = {"sha256": digest.removeprefix("sha256:")}
         deps.append(entry)
     source = read_json_object(recipe / "source.json")
+    # The origin URL sits in bag-info.txt, outside the ID (older bundles kept it in source.json).
+    source.setdefault("repo", read_bag_info(bundle).get("Source-Origin"))
     if source.get("commit"):
         code: dict[str, Any] = {
             "name": "code",

@@ -1,4 +1,4 @@
-"""Publish a run to the Hugging Face Hub: adapter, card, loss image and bundle manifest, one commit.
+"""Publish a run to the Hugging Face Hub: adapter, model.sig, card, loss image and bundle manifest, one commit.
 
 Order matters: everything that can be checked locally (repo ID, run, adapter, card metadata,
 token) is checked before the first request, and the Hub's own checks (token, YAML) before the
@@ -140,7 +140,8 @@ def collect_files(bundle_dir: Path, run_id: str) -> list[PushFile]:
 
     run_dir = bundle_dir / "data" / "runs" / run_id
     files = [PushFile(p.name, p.read_bytes()) for p in sorted((run_dir / "adapter").iterdir()) if p.is_file()]
-    for name in ("README.md", "loss.png"):
+    # model.sig (an OMS signature over the adapter) goes next to the adapter files it signs.
+    for name in ("README.md", "loss.png", "model.sig"):
         if (run_dir / name).is_file():
             files.append(PushFile(name, (run_dir / name).read_bytes()))
     files.append(PushFile("bundle/manifest-sha256.txt", _manifest_without_push_records(bundle_dir)))

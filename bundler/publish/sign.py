@@ -27,9 +27,10 @@ from bundler.bundle.attest import (
     signed_manifest,
     statement_name,
 )
-from bundler.bundle.bag import SIGNATURES, list_runs, open_bundle, remove_stale_partials
+from bundler.bundle.bag import RUNS, SIGNATURES, list_runs, open_bundle, record_run_file, remove_stale_partials
 from bundler.bundle.bagit import bag_info_pairs
 from bundler.bundle.hashing import canonical_json
+from bundler.bundle.oms import ADAPTER_DIR, MODEL_SIGNATURE, can_sign_models, sign_adapter
 from bundler.bundle.signing import PublicKey, load_private_key, sign_envelope, signer_record
 from bundler.publish.provenance import write_provenance
 
@@ -41,6 +42,9 @@ _SIGNATURE_KINDS = frozenset(
 
 def sign_bundle(bundle: Path, key_path: Path) -> dict[str, Any]:
     """Add a signature over every file of `bundle` (and each run statement) by the key at `key_path`.
+
+    With an EC key it first writes each run's OMS model.sig (bundle/oms.py) that is missing; ed25519
+    keys cannot make one (OMS takes EC keys only).
 
     Refuses (VerifyFailed, exit 1) a bundle that fails verify for any reason but its earlier signatures,
     since signing would bless the change.
@@ -54,12 +58,14 @@ def sign_bundle(bundle: Path, key_path: Path) -> dict[str, Any]:
     for run_id in list_runs(bundle):
         if not (bundle / statement_name(run_id)).is_file():
             write_provenance(bundle, run_id)  # bundles made before statements were written at run time
+    public = PublicKey(key.public_key())
+    # Before the signature directory, so the new signature covers the model.sig files it adds.
+    model_signatures = sign_adapters(bundle, key_path) if can_sign_models(public) else []
     report = verify_bundle(bundle)
     blocking = [f for f in report.findings if f.kind not in _SIGNATURE_KINDS]
     if blocking:
         raise VerifyFailed(bundle, sorted(blocking))
 
-    public = PublicKey(key.public_key())
     hashed = report.sha256
     bag_info = bag_info_pairs((bundle / "bag-info.txt").read_text(encoding="utf-8"))
     manifest = signed_manifest(hashed, bag_info, report.bundle_id, public.keyid)
@@ -85,7 +91,42 @@ def sign_bundle(bundle: Path, key_path: Path) -> dict[str, Any]:
         "runs": runs,
         "files_signed": len(manifest["files"]),
         "files": sorted(f"{SIGNATURES}/{name}/{leaf}" for leaf in files),
+        "algorithm": public.algorithm,
+        "model_signatures": model_signatures,
     }
+
+
+def sign_adapters(bundle: Path, key_path: Path) -> list[str]:
+    """Write an OMS model.sig beside each run's adapter/ that has none yet; return the paths written.
+
+    Write-once, like a signature directory: a model.sig that exists is kept (an earlier signature
+    covers its bytes, and ECDSA would make different ones), so signing again changes no file. All or
+    none: a failed write (a full disk) removes what was written and restores the tag files.
+    """
+    missing = [
+        run_id
+        for run_id in list_runs(bundle)
+        if (bundle / RUNS / run_id / ADAPTER_DIR).is_dir() and not (bundle / RUNS / run_id / MODEL_SIGNATURE).exists()
+    ]
+    signatures = {run_id: sign_adapter(bundle / RUNS / run_id / ADAPTER_DIR, key_path) for run_id in missing}
+    tags = {p: p.read_bytes() for p in bundle.iterdir() if p.is_file()}  # bagit.txt, bag-info, manifests
+    written: list[str] = []
+    try:
+        for run_id, data in signatures.items():
+            written.append(f"{RUNS}/{run_id}/{MODEL_SIGNATURE}")
+            record_run_file(bundle, run_id, MODEL_SIGNATURE, data)
+    except OSError as exc:
+        for rel in written:
+            (bundle / rel).unlink(missing_ok=True)
+        for path, data in tags.items():
+            path.write_bytes(data)
+        from bundler.errors import InputError
+
+        raise InputError(
+            f"cannot write model.sig into {bundle}: {exc.strerror or exc}; nothing was added",
+            "free space or fix permissions, then run `bundler sign` again",
+        ) from None
+    return written
 
 
 def _add_directory(bundle: Path, rel: str, files: dict[str, str]) -> None:

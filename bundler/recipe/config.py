@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import math
 import re
+import string
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,9 +17,18 @@ from bundler.errors import ConfigError, ConfigProblem
 
 CONFIG_NAME = "bundle.toml"
 
+# Upper bounds: far past any LoRA fine-tune this tool runs, low enough that a typo (an extra digit,
+# a pasted timestamp) is caught before it allocates or loops for days.
+MAX_STEPS = 10_000_000
+MAX_SEQ_LEN = 1 << 20
+MAX_BATCH = 65_536
+MAX_LORA_R = 65_536
+MIN_SEQ_LEN = 2  # a BOS token and at least one more; whether responses survive is checked against the data
+
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `learning_rate = inf` trains on NaN losses and writes Infinity into JSON.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ProjectConfig(Section):
@@ -37,14 +48,29 @@ class EnvironmentConfig(Section):
 class TinyModelConfig(Section):
     """A Llama-shaped model made from a config under a fixed seed, for offline examples and tests."""
 
-    hidden_size: int = Field(default=64, gt=0)
-    intermediate_size: int = Field(default=128, gt=0)
-    num_hidden_layers: int = Field(default=2, gt=0)
-    num_attention_heads: int = Field(default=4, gt=0)
-    num_key_value_heads: int = Field(default=2, gt=0)
-    vocab_size: int = Field(default=512, ge=260)
-    max_position_embeddings: int = Field(default=512, gt=0)
-    seed: int = Field(default=0, ge=0)
+    hidden_size: int = Field(default=64, ge=1, le=65_536)
+    intermediate_size: int = Field(default=128, ge=1, le=262_144)
+    num_hidden_layers: int = Field(default=2, ge=1, le=512)
+    num_attention_heads: int = Field(default=4, ge=1, le=1024)
+    num_key_value_heads: int = Field(default=2, ge=1, le=1024)
+    vocab_size: int = Field(default=512, ge=260, le=1_048_576)
+    max_position_embeddings: int = Field(default=512, ge=1, le=MAX_SEQ_LEN)
+    seed: int = Field(default=0, ge=0, lt=2**32)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TinyModelConfig:
+        # transformers' Llama needs both; without this check the model maker fails in a child process.
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_attention_heads ({self.num_attention_heads}) must be a multiple of num_key_value_heads "
+                f"({self.num_key_value_heads})"
+            )
+        return self
 
 
 class GgufModelConfig(Section):
@@ -108,8 +134,16 @@ class DataConfig(Section):
     @field_validator("prompt_template")
     @classmethod
     def _template_has_prompt(cls, v: str) -> str:
-        if "{prompt}" not in v:
+        try:
+            fields = template_fields(v)
+        except ValueError as exc:
+            raise ValueError(
+                f"prompt_template is not a valid format string ({exc}); write literal braces as {{{{ }}}}"
+            ) from None
+        if "prompt" not in fields:
             raise ValueError("prompt_template must contain {prompt}")
+        if any(not name or name.isdigit() for name in fields):
+            raise ValueError("prompt_template may only name fields ({prompt}, {title}); {} and {0} have no value")
         return v
 
     @model_validator(mode="after")
@@ -122,7 +156,7 @@ class DataConfig(Section):
 class SplitConfig(Section):
     method: Literal["hash", "stratified", "temporal"] = "hash"
     ratios: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, lt=2**32)
     dedupe: Literal["keep-one", "keep-group", "off"] = "keep-one"
 
     @field_validator("ratios")
@@ -130,39 +164,40 @@ class SplitConfig(Section):
     def _ratios_sum_to_one(cls, v: dict[str, float]) -> dict[str, float]:
         if set(v) != {"train", "val", "test"}:
             raise ValueError(f"ratios needs exactly train, val and test; got {sorted(v)}")
-        if any(r < 0 for r in v.values()):
-            raise ValueError("ratios must not be negative")
+        if not all(math.isfinite(r) and 0 <= r <= 1 for r in v.values()):
+            shown = ", ".join(f"{k} = {r}" for k, r in sorted(v.items()))
+            raise ValueError(f"every ratio must be a number in [0, 1]; got {shown}")
         if abs(sum(v.values()) - 1.0) > 1e-9:
             raise ValueError(f"ratios must sum to 1, they sum to {sum(v.values()):g}")
         return v
 
 
 class TrainConfig(Section):
-    seed: int | None = None
-    max_steps: int = Field(default=30, gt=0)
-    batch_size: int = Field(default=8, gt=0)
-    grad_accum: int = Field(default=1, gt=0)
-    learning_rate: float = Field(default=2e-3, gt=0)
+    seed: int | None = Field(default=None, ge=0, lt=2**32)
+    max_steps: int = Field(default=30, ge=1, le=MAX_STEPS)
+    batch_size: int = Field(default=8, ge=1, le=MAX_BATCH)
+    grad_accum: int = Field(default=1, ge=1, le=MAX_BATCH)
+    learning_rate: float = Field(default=2e-3, gt=0, le=10)
     scheduler: Literal["constant", "linear", "cosine"] = "cosine"
-    warmup_steps: int = Field(default=3, ge=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    max_grad_norm: float = Field(default=1.0, gt=0)
-    max_seq_len: int = Field(default=128, gt=0)
+    warmup_steps: int = Field(default=3, ge=0, le=MAX_STEPS)
+    weight_decay: float = Field(default=0.0, ge=0, le=10)
+    max_grad_norm: float = Field(default=1.0, gt=0, le=1e6)
+    max_seq_len: int = Field(default=128, ge=MIN_SEQ_LEN, le=MAX_SEQ_LEN)
     loss_on_response_only: bool = True
     packing: bool = False
-    eval_every: int = Field(default=10, gt=0)
+    eval_every: int = Field(default=10, ge=1, le=MAX_STEPS)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     deterministic: bool = True
-    num_processes: int = Field(default=1, gt=0)
+    num_processes: int = Field(default=1, ge=1, le=1024)
 
 
 class LoraConfig(Section):
-    r: int = Field(default=8, gt=0)
-    alpha: int = Field(default=16, gt=0)
+    r: int = Field(default=8, ge=1, le=MAX_LORA_R)
+    alpha: int = Field(default=16, ge=1, le=1_000_000)
     dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    init_seed: int | None = None
+    init_seed: int | None = Field(default=None, ge=0, lt=2**32)
     quantization: Literal["none", "4bit"] = "none"
 
 
@@ -200,6 +235,12 @@ class TrackingConfig(Section):
         return v
 
 
+def template_fields(template: str) -> set[str]:
+    """The field names a prompt template formats (as runtime/data.py reads them); ValueError if malformed."""
+    parsed = string.Formatter().parse(template)
+    return {name.split(".")[0].split("[")[0] for _, name, _, _ in parsed if name is not None}
+
+
 class BundleConfig(Section):
     """The whole of bundle.toml."""
 
@@ -212,6 +253,16 @@ class BundleConfig(Section):
     lora: LoraConfig = LoraConfig()
     publish: PublishConfig = PublishConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _fits_the_tiny_model(self) -> BundleConfig:
+        tiny = self.model.tiny
+        if self.model.source == "tiny" and self.train.max_seq_len > tiny.max_position_embeddings:
+            raise ValueError(
+                f"train.max_seq_len ({self.train.max_seq_len}) exceeds model.tiny.max_position_embeddings "
+                f"({tiny.max_position_embeddings}); lower one or raise the other"
+            )
+        return self
 
     def resolved(self) -> BundleConfig:
         """Fill every derived default: seeds not given follow project.seed."""
@@ -272,6 +323,50 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
     return None
 
 
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"}
+
+
+def _field_at(loc: tuple[Any, ...]) -> Any:
+    owner = _model_at(loc)
+    if owner is None or not isinstance(loc[-1], str):
+        return None
+    return owner.model_fields.get(loc[-1])
+
+
+def _is_float(loc: tuple[Any, ...]) -> bool:
+    field = _field_at(loc)
+    return field is not None and field.annotation in (float, float | None)
+
+
+def _range_of(loc: tuple[Any, ...]) -> str | None:
+    """The allowed range of the number at `loc`, written as an interval: `(0, 10]`, `[1, 10000000]`."""
+    field = _field_at(loc)
+    if field is None:
+        return None
+    low = high = None
+    low_open = high_open = False
+    for bound in field.metadata:
+        if getattr(bound, "gt", None) is not None:
+            low, low_open = bound.gt, True
+        if getattr(bound, "ge", None) is not None:
+            low = bound.ge
+        if getattr(bound, "lt", None) is not None:
+            high, high_open = bound.lt, True
+        if getattr(bound, "le", None) is not None:
+            high = bound.le
+    if low is None and high is None:
+        return None
+    left = "(" if low_open or low is None else "["
+    right = ")" if high_open or high is None else "]"
+    return f"{left}{'-inf' if low is None else _number(low)}, {'inf' if high is None else _number(high)}{right}"
+
+
+def _number(value: float) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return f"{value:,}" if value >= 10**6 else str(value)
+
+
 def _problems_from(error: ValidationError, text: str, raw: dict[str, Any]) -> list[ConfigProblem]:
     problems = []
     for item in error.errors():
@@ -286,6 +381,11 @@ def _problems_from(error: ValidationError, text: str, raw: dict[str, Any]) -> li
                     message += f"; did you mean '{close[0]}'?"
         elif item["type"] == "missing":
             message = "required key is missing"
+        elif item["type"] in _RANGE_ERRORS and (bounds := _range_of(loc)):
+            kind = "a finite number" if _is_float(loc) else "a whole number"
+            message = f"must be {kind} in {bounds}; got {item.get('input')!r}"
+        elif item["type"] == "finite_number":
+            message = f"must be a finite number (not inf or nan); got {item.get('input')!r}"
         else:
             message = item["msg"].removeprefix("Value error, ")
         problems.append(ConfigProblem(where, message, _line_of(text, loc)))
@@ -337,7 +437,9 @@ def load_config(project: Path) -> BundleConfig:
         from bundler.errors import InputError
 
         raise InputError(f"no {CONFIG_NAME} at {path}", "run `bundler init` in the project directory to write one")
-    return parse_config(path.read_text(encoding="utf-8"), path)
+    from bundler.text import read_utf8
+
+    return parse_config(read_utf8(path), path)
 
 
 def dump_resolved(config: BundleConfig) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,18 +72,24 @@ def sha256_of(path: Path) -> str:
 
 
 def find_dataset_files(config: BundleConfig, project_dir: Path) -> DatasetFiles:
-    """Resolve data.path (a file, or a directory of same-format files) against project_dir."""
+    """Resolve data.path (a file, or a directory of same-format files) against project_dir.
+
+    Symlinks are resolved once, here: `files` maps each name (as found under data.path) to the real
+    file, and the name alone goes into dataset.json, so a link into another directory vendors the file
+    it points at, never a namesake beside its target.
+    """
     spec = config.data.path
     if spec.startswith(HUB_DATASET_PREFIXES):
         return find_hub_dataset_files(config)
     path = Path(spec).expanduser()
     if not path.is_absolute():
-        path = project_dir / path
+        path = project_dir.absolute() / path
+    _refuse_broken_link(path)
     if path.is_file():
         data_dir, candidates = path.parent, [path]
     elif path.is_dir():
         data_dir = path
-        candidates = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _SUFFIXES)
+        candidates = sorted(p for p in path.rglob("*") if p.suffix.lower() in _SUFFIXES and _is_file(p))
     else:
         raise DatasetError(
             f"dataset not found: {spec} (looked at {path})",
@@ -101,14 +108,47 @@ def find_dataset_files(config: BundleConfig, project_dir: Path) -> DatasetFiles:
             f"no {fmt} files under {spec}",
             "put the dataset files there, or point data.path at a file",
         )
-    files = {p.relative_to(data_dir).as_posix(): p for p in candidates}
+    files = {p.relative_to(data_dir).as_posix(): p.resolve() for p in candidates}
     return DatasetFiles(
-        source=spec,
+        source=recorded_source(spec, project_dir),
         format=fmt,
         data_dir=data_dir,
         files=files,
         sha256={name: sha256_of(p) for name, p in files.items()},
     )
+
+
+def _refuse_broken_link(path: Path) -> None:
+    """A broken link (or a loop) on the way to the data is named, with where it points."""
+    from bundler.errors import SymlinkError
+
+    for candidate in (path, *path.parents):
+        if candidate.is_symlink():
+            try:
+                candidate.resolve(strict=True)
+            except (OSError, RuntimeError):
+                raise SymlinkError(candidate, os.readlink(candidate)) from None
+
+
+def _is_file(path: Path) -> bool:
+    if path.is_symlink():
+        _refuse_broken_link(path)
+    return path.is_file()
+
+
+def recorded_source(spec: str, project_dir: Path) -> str:
+    """data.path as dataset.json records it: relative to the project, never a host path.
+
+    A path inside the project is written relative to it (normalised, `./` and `a/../` folded); a path
+    outside (absolute, `..`, or `~`) is recorded by its last component only, marked as external.
+    """
+    given = Path(spec).expanduser()
+    project = project_dir.absolute()
+    full = Path(os.path.normpath(given if given.is_absolute() else project / given))
+    try:
+        return full.relative_to(Path(os.path.normpath(project))).as_posix() or "."
+    except ValueError:
+        return f"(outside the project)/{full.name}"
 
 
 def _format_of(configured: str, candidates: Sequence[Path], spec: str) -> str:
@@ -198,11 +238,11 @@ def _hub_candidates(paths: list[str], inside: str) -> list[str]:
 
 def describe_dataset(config: BundleConfig, project_dir: Path) -> dict[str, Any]:
     """Return dataset.json: format, the configured source string and the sha256 of each file."""
-    found = find_dataset_files(config, project_dir)
-    return _description(found)
+    return dataset_record(find_dataset_files(config, project_dir))
 
 
-def _description(found: DatasetFiles) -> dict[str, Any]:
+def dataset_record(found: DatasetFiles) -> dict[str, Any]:
+    """dataset.json for files already found: format, the recorded source and the sha256 of each file."""
     description: dict[str, Any] = {
         "schema": DATASET_SCHEMA,
         "format": found.format,
@@ -217,6 +257,7 @@ def _description(found: DatasetFiles) -> dict[str, Any]:
 def load_records(config: BundleConfig, project_dir: Path) -> DatasetRecords:
     """Load every row with `datasets`, in file order; raise DatasetError if unusable."""
     found = find_dataset_files(config, project_dir)
+    check_text_files(found)
     # datasets refuses empty files with a message about data_files; say what is really wrong.
     is_empty = all(p.stat().st_size == 0 for p in found.files.values())
     rows = [] if is_empty else _read_rows(found)
@@ -234,6 +275,15 @@ def load_records(config: BundleConfig, project_dir: Path) -> DatasetRecords:
             "or remove it to use each example's content hash as its ID",
         )
     return DatasetRecords(records=rows, files=found)
+
+
+def check_text_files(found: DatasetFiles) -> None:
+    """JSONL and CSV files must be UTF-8 (what the runtime reads them as); the first bad byte is named."""
+    from bundler.text import check_utf8_file
+
+    if found.format in ("jsonl", "csv"):
+        for name in sorted(found.files):
+            check_utf8_file(found.files[name], label=found.data_dir / name)
 
 
 def _read_rows(found: DatasetFiles) -> list[dict[str, Any]]:

@@ -524,6 +524,10 @@ def write_lock(project_dir: Path, env: EnvironmentConfig, *, offline: bool = Fal
     lock = project_dir / env.lock
     if not lock.is_file() or lock.read_text(encoding="utf-8") != content:
         atomic_write_text(lock, content)
+    from bundler.recipe.pylock import write_pylock  # its PEP 751 twin (issue 21)
+
+    uv = _uv_binary() if env.resolver == "uv" else None
+    write_pylock(lock, env.resolver, python, _UV_PLATFORMS.get(env.platform, ""), used, offline, cache, uv)
     variants = dict(re.findall(r"^# variant: (\S+) from (.+)$", content, flags=re.M))
     return LockResult(
         lock,

@@ -63,11 +63,37 @@ def ensure_venv(lock: Path) -> Path:
     return venv
 
 
-def run_module(lock: Path, module_args: list[str], pythonpath: Path) -> None:
-    """Run `python -m <module_args>` in the locked venv (used to materialise the tiny model)."""
-    venv = ensure_venv(lock)
+_OOM_MARKERS = ("MemoryError", "OutOfMemoryError", "out of memory", "can't allocate memory", "not enough memory")
+
+
+def is_out_of_memory(code: int, tail: list[str]) -> bool:
+    """A child killed by SIGKILL (the OOM killer; 137 from a shell) or one that reported running out of memory."""
+    return code in (-9, 137) or any(marker in line for line in tail[-15:] for marker in _OOM_MARKERS)
+
+
+def run_module(lock: Path, module_args: list[str], pythonpath: Path, knobs: list[str] | None = None) -> None:
+    """Run `python -m <module_args>` in the locked venv (used to materialise the tiny model).
+
+    A child that runs out of memory is ResourceExhaustedError naming `knobs`, not its traceback.
+    """
+    _run_python(str(venv_python(ensure_venv(lock))), module_args, pythonpath, knobs)
+
+
+def run_module_here(module_args: list[str], pythonpath: Path, knobs: list[str] | None = None) -> None:
+    """run_module with this interpreter (the host runner)."""
+    import sys
+
+    _run_python(sys.executable, module_args, pythonpath, knobs)
+
+
+def _run_python(python: str, module_args: list[str], pythonpath: Path, knobs: list[str] | None) -> None:
     env = {**os.environ, **{"PYTHONPATH": str(pythonpath), "PYTHONHASHSEED": "0"}}
-    result = subprocess.run([str(venv_python(venv)), "-m", *module_args], env=env, capture_output=True, text=True)
+    command = [python, "-m", *module_args]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, errors="replace")
+    if result.returncode != 0 and knobs and is_out_of_memory(result.returncode, result.stderr.splitlines()):
+        from bundler.errors import ResourceExhaustedError
+
+        raise ResourceExhaustedError(f"`python -m {module_args[0]}` ran out of memory", knobs)
     if result.returncode != 0:
         raise EnvironmentSetupError(
             f"`python -m {' '.join(module_args[:1])}` failed in the locked venv:\n{result.stderr[-2000:]}"

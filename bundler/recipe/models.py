@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -37,15 +36,15 @@ def materialize_tiny(config: BundleConfig, lock: Path, lock_sha256: str, use_hos
         from bundler.paths import runtime_source
 
         shutil.copytree(runtime_source(), package_dir / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
+        knobs = ["model.tiny.hidden_size", "model.tiny.intermediate_size", "model.tiny.vocab_size"]
         if use_host:
-            import subprocess
+            from bundler.recipe.lockenv import run_module_here
 
-            env = {**os.environ, "PYTHONPATH": str(package_dir), "PYTHONHASHSEED": "0"}
-            subprocess.run([sys.executable, "-m", *args], env=env, check=True, capture_output=True)
+            run_module_here(args, package_dir, knobs)
         else:
             from bundler.recipe.lockenv import run_module
 
-            run_module(lock, args, package_dir)
+            run_module(lock, args, package_dir, knobs)
         if target.exists():
             shutil.rmtree(target)
         os.rename(tmp / "model", target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
@@ -9,6 +10,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 from bundler.errors import SourceError
@@ -16,19 +18,20 @@ from bundler.errors import SourceError
 
 @dataclass(frozen=True)
 class SourceRecord:
-    """What source.json records about the code that was bundled."""
+    """What source.json records about the code that was bundled, and where it came from (not in source.json)."""
 
-    repo: str
+    repo: str  # origin URL, credentials stripped: recorded in bag-info.txt, outside the bundle ID
     commit: str
     tree: str
     path: str
     dirty: bool
     dirty_files: tuple[str, ...]
+    branch: str = ""  # outside the ID too: the same commit on another branch gives the same result
 
     def as_dict(self) -> dict[str, object]:
+        """source.json: what determines the result (the ID covers it); the origin and branch are left out."""
         return {
             "schema": "bundler.source/1",
-            "repo": self.repo,
             "commit": self.commit,
             "tree": self.tree,
             "path": self.path,
@@ -73,8 +76,19 @@ def repo_root(path: Path) -> Path:
     return Path(result.stdout.strip())
 
 
-def describe_source(project: Path, allow_dirty: bool) -> tuple[SourceRecord, bytes, bytes | None]:
-    """Return the source record, the archive of the commit and, for an allowed dirty tree, the patch."""
+def origin_info(record: SourceRecord) -> dict[str, str]:
+    """bag-info.txt labels for where the code came from (tag files: outside the bundle ID)."""
+    return {k: v for k, v in {"Source-Origin": record.repo, "Source-Branch": record.branch}.items() if v}
+
+
+def describe_source(
+    project: Path, allow_dirty: bool, archive_to: Path | None = None
+) -> tuple[SourceRecord, bytes, bytes | None]:
+    """Return the source record, the archive of the commit and, for an allowed dirty tree, the patch.
+
+    With `archive_to`, the archive is streamed into that file instead (and b"" returned): a large
+    repository is never held in memory.
+    """
     project = project.resolve()
     root = repo_root(project)
     rel = project.relative_to(root).as_posix()
@@ -100,8 +114,14 @@ def describe_source(project: Path, allow_dirty: bool) -> tuple[SourceRecord, byt
         )
     remote = subprocess.run(["git", "-C", str(root), "remote", "get-url", "origin"], capture_output=True, text=True)
     repo = strip_credentials(remote.stdout.strip()) if remote.returncode == 0 else ""
-    record = SourceRecord(repo, commit, tree, rel, bool(dirty_files), dirty_files)
+    head_ref = ["git", "-C", str(root), "symbolic-ref", "-q", "--short", "HEAD"]
+    branch = subprocess.run(head_ref, capture_output=True, text=True)
+    record = SourceRecord(repo, commit, tree, rel, bool(dirty_files), dirty_files, branch.stdout.strip())
     patch = _dirty_patch(root, commit, spec) if dirty_files else None
+    if archive_to is not None:
+        with archive_to.open("wb") as stream:
+            archive_commit(root, commit, rel, stream)
+        return record, b"", patch
     return record, archive_commit(root, commit, rel), patch
 
 
@@ -129,34 +149,54 @@ def _dirty_patch(root: Path, commit: str, spec: str) -> bytes:
         ).stdout
 
 
-def archive_commit(root: Path, commit: str, rel: str) -> bytes:
-    """A tar of the commit's files under `rel`: sorted, mtime 0, uid/gid 0, no names; independent of git's version."""
+def archive_commit(root: Path, commit: str, rel: str, out: BinaryIO | None = None) -> bytes:
+    """A tar of the commit's files under `rel`: sorted, mtime 0, uid/gid 0, no names; independent of git's version.
+
+    Blobs stream from one `git cat-file --batch` into the tar (into `out` when given, and b"" returned),
+    so no file is ever held whole in memory.
+    """
     listing = _git_bytes(root, "ls-tree", "-r", "-z", "--full-tree", commit, *([rel] if rel else []))
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        entries: list[tuple[str, str, str, str]] = []
-        for entry in listing.split(b"\0"):
-            if not entry:
-                continue
-            meta, raw_path = entry.split(b"\t", 1)
-            mode, kind, obj = (field.decode() for field in meta.split())
-            entries.append((raw_path.decode(), mode, kind, obj))
-        for path, mode, kind, obj in sorted(entries):
-            if kind != "blob":
-                continue  # submodules (commits) are recorded by their pinned commit in the tree, not archived
-            name = path[len(rel) + 1 :] if rel else path
-            info = tarfile.TarInfo(name)
-            info.mtime = 0
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            data = _git_bytes(root, "cat-file", "blob", obj)
-            if mode == "120000":
-                info.type = tarfile.SYMTYPE
-                info.linkname = data.decode()
-                info.mode = 0o777
-                tar.addfile(info)
-            else:
-                info.mode = 0o755 if mode == "100755" else 0o644
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    entries: list[tuple[str, str, str, str]] = []
+    for entry in listing.split(b"\0"):
+        if not entry:
+            continue
+        meta, raw_path = entry.split(b"\t", 1)
+        mode, kind, obj = (field.decode() for field in meta.split())
+        entries.append((raw_path.decode("utf-8", "surrogateescape"), mode, kind, obj))
+    buffer = io.BytesIO() if out is None else out
+    command = ["git", "-C", str(root), "cat-file", "--batch"]
+    batch = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert batch.stdin is not None and batch.stdout is not None
+    try:
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for path, mode, kind, obj in sorted(entries):
+                if kind != "blob":
+                    continue  # submodules (commits) are recorded by their pinned commit in the tree, not archived
+                info = tarfile.TarInfo(path[len(rel) + 1 :] if rel else path)
+                info.mtime = 0
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                batch.stdin.write(obj.encode() + b"\n")
+                batch.stdin.flush()
+                header = batch.stdout.readline().split()
+                if len(header) != 3 or header[1] != b"blob":
+                    raise SourceError(f"git cat-file could not read {path} ({obj}) from {root}")
+                info.size = int(header[2])
+                if mode == "120000":
+                    info.type = tarfile.SYMTYPE
+                    info.linkname = batch.stdout.read(info.size).decode("utf-8", "surrogateescape")
+                    info.size = 0
+                    info.mode = 0o777
+                    tar.addfile(info)
+                else:
+                    info.mode = 0o755 if mode == "100755" else 0o644
+                    tar.addfile(info, batch.stdout)  # copies exactly info.size bytes from the pipe
+                batch.stdout.read(1)  # the newline after each object
+    except BaseException:
+        batch.kill()  # git may be blocked writing to a pipe nobody reads any more (e.g. the disk filled up)
+        raise
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            batch.stdin.close()
+        batch.wait()
+    return buffer.getvalue() if out is None else b""  # type: ignore[union-attr]

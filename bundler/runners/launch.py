@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +42,12 @@ class RunRequest:
     extra: dict[str, object] = field(default_factory=dict)
     tracking: dict[str, object] | None = None  # [tracking] of the build; never part of the recipe
     processes: int | None = None  # overrides [train] num_processes; None: the recipe's value
+
+    def __post_init__(self) -> None:
+        # The runtime starts in its own directory: a relative path (`bundler replay b`) would point elsewhere there.
+        self.bundle = Path(self.bundle).absolute()
+        self.model_dir = Path(self.model_dir).absolute()
+        self.data_dir = Path(self.data_dir).absolute()
 
     def process_override(self, runner: str) -> int | None:
         """Processes to launch instead of the recipe's: --processes, else (docker) --gpus N, one process a GPU."""
@@ -124,11 +130,32 @@ class RuntimeLog:
             return
         if self.error is not None:
             raise InputError(self.error.get("message", "the runtime refused its input"), self.error.get("hint", ""))
+        from bundler.recipe.lockenv import is_out_of_memory
+
+        if is_out_of_memory(code, self.tail):
+            from bundler.errors import ResourceExhaustedError
+
+            raise ResourceExhaustedError(
+                "the runtime ran out of memory" + (" (killed by the kernel)" if code in (-9, 137) else ""),
+                MEMORY_KNOBS,
+            )
+        full = [line for line in self.tail[-15:] if "No space left on device" in line]
+        if full:
+            from bundler.errors import MachineError
+
+            raise MachineError("the run's output directory", "ENOSPC", "the runtime ran out of disk space")
         raise TrainingError(
             f"the runtime exited with code {code}; last lines:\n" + "\n".join(self.tail[-15:]), "\n".join(self.tail)
         )
 
 
+# What to turn down when a run does not fit in memory, in the order that usually helps most.
+MEMORY_KNOBS = [
+    "train.batch_size",
+    "train.max_seq_len",
+    "lora.r",
+    "the base model (model.tiny.* sizes, or a smaller [model])",
+]
 class LineSplitter:
     """Turn a stream of byte chunks (container logs arrive in arbitrary pieces) into whole text lines."""
 
@@ -158,6 +185,9 @@ def stream_runtime(command: Sequence[str], env: Mapping[str, str], cwd: Path, la
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            errors="replace",
+            process_group=0,  # its own group: ended as one (accelerate's workers too) when the build stops
+            preexec_fn=_die_with_parent(),
         )
         assert process.stdout is not None
         try:
@@ -165,13 +195,46 @@ def stream_runtime(command: Sequence[str], env: Mapping[str, str], cwd: Path, la
                 log.feed(line)
             code = process.wait()
         except BaseException:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            end_process_group(process)
             raise
     log.finish(code)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A pre-exec hook: the kernel SIGKILLs the child if bundler dies (even by SIGKILL, which runs no cleanup).
+
+    prctl is looked up here, in the parent: the hook runs between fork and exec, where a lookup (dlopen's
+    lock, held by another thread at fork time) could deadlock.
+    """
+    import ctypes
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None  # not Linux: SIGTERM and Ctrl-C still end the child through end_process_group
+    return lambda: prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def end_process_group(process: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    """SIGTERM the child's process group, then SIGKILL what is left after 10 s; reap the child."""
+    import signal
+
+    for signum, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            break
+        try:
+            process.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # grandchildren that outlived the leader
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait()
 
 
 def staging_dir(bundle: Path) -> Path:
