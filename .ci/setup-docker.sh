@@ -1,17 +1,15 @@
 #!/usr/bin/env bash
-# Start the real parts the `docker` tests need on a fresh Debian 12 machine (run as root; idempotent):
+# Start what the docker runner (and the `docker` tests) need on a fresh Debian 12 machine (root; idempotent):
 #   Debian's docker.io engine (dockerd in the background), Debian's docker-registry on 127.0.0.1:5000,
-#   and the test base image 127.0.0.1:5000/bundler/debian-python:3.11 (debootstrapped bookworm with
-#   python3 3.11, python3-venv, python3-pip), imported and pushed to that registry.
-# Called by .ci/run; safe to call again: every step checks whether its work is already done.
+#   and the base image 127.0.0.1:5000/bundler/debian-python:3.11 (debootstrapped bookworm with python3
+#   3.11, python3-venv, python3-pip), pushed reproducibly to that registry.
+# Called by .ci/setup (the main job runs in the container); safe to call again: every step checks
+# whether its work is already done.
 set -euo pipefail
 
 IMAGE="127.0.0.1:5000/bundler/debian-python:3.11"
 STATE=/var/lib/bundler-ci
 SOCK=/var/run/docker.sock
-# Debian's CLI matches Debian's engine; a newer CLI on PATH (/usr/local/bin/docker) speaks an API
-# version this engine refuses.
-DOCKER=/usr/bin/docker
 mkdir -p "$STATE"
 
 log() { printf 'setup-docker: %s\n' "$*" >&2; }
@@ -68,27 +66,31 @@ EOF
         tail -20 /var/log/docker-registry.log >&2; exit 1; }
 fi
 
-# 4. The test base image, built by debootstrap from the machine's own Debian mirror.
-if ! curl -sf -o /dev/null "http://127.0.0.1:5000/v2/bundler/debian-python/manifests/3.11" \
-        -H 'Accept: application/vnd.docker.distribution.manifest.v2+json'; then
-    if ! $DOCKER image inspect "$IMAGE" >/dev/null 2>&1; then
-        mirror=$(grep -hoE '^(URIs:|deb) +https?://[^ ]+/debian/?( |$)' \
-                     /etc/apt/sources.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
-                 | head -1 | awk '{print $2}' || true)
-        mirror=${mirror:-http://deb.debian.org/debian}
-        rootfs="$STATE/rootfs"
-        log "debootstrapping bookworm (python3, python3-venv, python3-pip) from $mirror"
-        rm -rf "$rootfs"
-        debootstrap --variant=minbase --include=python3,python3-venv,python3-pip \
-            bookworm "$rootfs" "$mirror" >"$STATE/debootstrap.log" 2>&1 || {
-            tail -20 "$STATE/debootstrap.log" >&2; exit 1; }
-        # apt lists and caches only add size and change with the day.
-        rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*
-        tar -C "$rootfs" --numeric-owner -c . \
-            | $DOCKER import --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' - "$IMAGE" >/dev/null
-        rm -rf "$rootfs"
-    fi
-    log "pushing $IMAGE"
-    $DOCKER push -q "$IMAGE" >/dev/null
+# 4. The base image, debootstrapped from the machine's Debian mirror and pushed reproducibly: its digest
+#    depends only on the Debian packages (bookworm main, which moves at point releases), never on the
+#    machine, the mirror or the day (bundler/recipe/base_image.py says how).
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if ! digest=$(python3 -m bundler.recipe.base_image check "$IMAGE"); then
+    mirror=$(grep -hoE '^(URIs:|deb) +https?://[^ ]+/debian/?( |$)' \
+                 /etc/apt/sources.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
+             | head -1 | awk '{print $2}' || true)
+    mirror=${mirror:-http://deb.debian.org/debian}
+    rootfs="$STATE/rootfs"
+    log "debootstrapping bookworm (python3, python3-venv, python3-pip) from $mirror"
+    rm -rf "$rootfs"
+    debootstrap --variant=minbase --include=python3,python3-venv,python3-pip \
+        bookworm "$rootfs" "$mirror" >"$STATE/debootstrap.log" 2>&1 || {
+        tail -20 "$STATE/debootstrap.log" >&2; exit 1; }
+    log "pushing $IMAGE (normalised rootfs, fixed mtimes and created time)"
+    digest=$(python3 -m bundler.recipe.base_image build "$rootfs" "$IMAGE")
+    rm -rf "$rootfs"
 fi
-log "ready: engine on $SOCK, registry on 127.0.0.1:5000, image $IMAGE"
+# A committed image.lock.json pins the digest made where it was locked; say so when this machine's differs.
+for lock in examples/*/image.lock.json; do
+    [ -f "$lock" ] || continue
+    if grep -q "\"reference\": \"$IMAGE\"" "$lock" && ! grep -q "\"digest\": \"$digest\"" "$lock"; then
+        log "warning: $lock pins another digest than this machine's $IMAGE@$digest"
+        log "  Debian's packages moved since it was locked: run \`bundler lock $(dirname "$lock")\` and commit it (the bundle ID changes with it)"
+    fi
+done
+log "ready: engine on $SOCK, registry on 127.0.0.1:5000, image $IMAGE@$digest"

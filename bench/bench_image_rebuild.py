@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import docker  # noqa: E402
 
+from bundler.bundle.lockfile import lock_sha256
 from bundler.recipe.config import EnvironmentConfig  # noqa: E402
 from bundler.recipe.dockerfile import build_context, build_labels, render_dockerfile  # noqa: E402
 from bundler.recipe.images import image_lock_record  # noqa: E402
-from bundler.bundle.lockfile import lock_sha256
 from bundler.recipe.lock import write_lock  # noqa: E402
 from bundler.recipe.wheelhouse import download_wheelhouse  # noqa: E402
 

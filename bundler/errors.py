@@ -70,9 +70,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-EXIT_OK = 0
-EXIT_CHECK_FAILED = 1
-EXIT_INPUT = 2
+# The exit codes are part of the host/runtime contract, written once in the runtime's source.
+from bundler.runtime.contract import EXIT_FAILED as EXIT_CHECK_FAILED
+from bundler.runtime.contract import EXIT_INPUT, EXIT_OK  # noqa: F401 - the CLI reads them here
 
 
 class BundlerError(Exception):
@@ -785,18 +785,30 @@ class OutputNotWritableError(InputError):
 
 
 class BaseImageUnavailableError(InputError):
-    """The base image the bundle pins by digest is neither local nor in the registry any more."""
+    """The base image the bundle pins by digest is neither local nor in the registry any more.
 
-    def __init__(self, reference: str, digest: str, registry_said: str):
-        super().__init__(
-            f"the base image {reference}@{digest} is not available: {registry_said}",
-            "the registry no longer holds this digest: `docker load` a saved copy of the base image and run "
-            "again (a bundle made with `bundler build --vendor` then rebuilds with no index), or rebuild the "
-            "project after `bundler lock` pins a digest the registry has",
-        )
+    `registry_holds` is the digest the tag points at now, when a local registry (one this machine's
+    .ci/setup-docker.sh fills) was asked: then the pin came from a machine with other Debian packages.
+    """
+
+    def __init__(self, reference: str, digest: str, registry_said: str, registry_holds: str | None = None):
+        if registry_holds:
+            hint = (
+                f"this machine's base image is {reference}@{registry_holds}, built from other Debian packages "
+                f"than the pinned one (bookworm moved since it was locked): run `bundler lock PROJECT` here and "
+                f"commit image.lock.json (the bundle ID changes with it), or pass --runner venv"
+            )
+        else:
+            hint = (
+                "the registry no longer holds this digest: `docker load` a saved copy of the base image and run "
+                "again (a bundle made with `bundler build --vendor` then rebuilds with no index), or rebuild the "
+                "project after `bundler lock` pins a digest the registry has"
+            )
+        super().__init__(f"the base image {reference}@{digest} is not available: {registry_said}", hint)
         self.reference = reference
         self.digest = digest
         self.registry_said = registry_said
+        self.registry_holds = registry_holds
 
 
 class EngineUnavailableError(EnvironmentSetupError):

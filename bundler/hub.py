@@ -31,6 +31,7 @@ from bundler.errors import (
     HubRevisionNotFoundError,
     InputError,
 )
+from bundler.paths import cache_dir
 
 REPO_TYPES = ("model", "dataset")
 _DOWNLOAD_FAILURES: tuple[type[BaseException], ...] = (OSError,)
@@ -120,7 +121,6 @@ def pinned_sha256(pinned: HubRevision, paths: Iterable[str]) -> dict[str, str]:
 
 def snapshot_dir(repo_id: str, repo_type: str, commit: str) -> Path:
     """Where the files of repo_id at commit live in bundler's cache."""
-    from bundler.paths import cache_dir
 
     return cache_dir() / "hub" / f"{repo_type}s" / repo_id.replace("/", "--") / commit
 

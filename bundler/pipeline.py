@@ -17,12 +17,20 @@ from pathlib import Path
 
 from bundler import ui
 from bundler.bundle.atomic import atomic_dir
-from bundler.bundle.bag import RECIPE, VENDOR, payload_hashes, seal_bundle
+from bundler.bundle.bag import RECIPE, VENDOR, payload_hashes, remove_stale_partials, seal_bundle, write_tags
 from bundler.bundle.hashing import canonical_json, sha256_file
-from bundler.errors import InputError, OutputExistsError, OutputLockedError, OutputPathError
+from bundler.bundle.scrub import refuse_secrets, secrets_allowed_in
+from bundler.errors import CheckFailed, InputError, OutputExistsError, OutputLockedError, OutputPathError
+from bundler.paths import runtime_source
+from bundler.publish.push import push_run
+from bundler.recipe import images, lock, source, splits, validate
 from bundler.recipe.config import BundleConfig, dump_resolved, load_config
-from bundler.recipe.datasource import DatasetFiles
-from bundler.recipe.validate import InputReport
+from bundler.recipe.datasource import DatasetFiles, dataset_dir, dataset_record, find_dataset_files
+from bundler.recipe.dockerfile import render_dockerfile
+from bundler.recipe.models import resolve_model
+from bundler.recipe.pylock import PYLOCK, is_current, pylock_path
+from bundler.recipe.validate import InputReport, check_inputs
+from bundler.recipe.wheelhouse import download_wheelhouse
 from bundler.runners.execute import run_bundle
 
 
@@ -45,7 +53,6 @@ class BuildResult:
 
 def data_dir_of(config: BundleConfig, project: Path) -> Path:
     """The directory the dataset files live in (the runtime's BUNDLER_DATA_DIR); links are resolved in datasource."""
-    from bundler.recipe.datasource import dataset_dir
 
     return dataset_dir(config, project)
 
@@ -98,9 +105,6 @@ def pinned_image(project: Path, env) -> dict:
     """The image pin `bundler lock` wrote beside the lock; without one, resolve it now (registry, then catalog)."""
     import json
 
-    from bundler.errors import CheckFailed
-    from bundler.recipe import images
-
     path = project / "image.lock.json"
     if not path.is_file():
         return images.image_lock_record(env, offline=False)
@@ -131,12 +135,6 @@ def write_recipe(
     checked: InputReport | None = None,
 ) -> RecipeInputs:
     """Write every recipe file into `recipe`; return where the run's model and dataset are."""
-    from bundler.bundle.scrub import refuse_secrets
-    from bundler.paths import runtime_source
-    from bundler.recipe import lock, source, splits, validate
-    from bundler.recipe.datasource import dataset_record, find_dataset_files
-    from bundler.recipe.dockerfile import render_dockerfile
-    from bundler.recipe.models import resolve_model
 
     env = config.environment
     lock_path = project / env.lock
@@ -170,7 +168,6 @@ def write_recipe(
     (recipe / "config.toml").write_text(dump_resolved(config), encoding="utf-8")
     shutil.copyfile(project / env.requirements, recipe / "requirements.in")
     shutil.copyfile(lock_path, recipe / "requirements.lock")
-    from bundler.recipe.pylock import PYLOCK, is_current, pylock_path
 
     if is_current(lock_path):  # the PEP 751 twin `bundler lock` writes (issue 21), covered by the ID
         shutil.copyfile(pylock_path(lock_path), recipe / PYLOCK)
@@ -201,7 +198,6 @@ def vendor_dataset(bundle: Path, found: DatasetFiles) -> Path:
 
 def vendor_wheels(bundle: Path) -> Path:
     """Store the lock's wheels (checked against its hashes) in data/vendor/wheels/: a rebuild needs no index."""
-    from bundler.recipe.wheelhouse import download_wheelhouse
 
     ui.stage("vendoring the locked wheels into data/vendor/wheels/")
     folder = download_wheelhouse(bundle / RECIPE / "requirements.lock", bundle / VENDOR / "wheels")
@@ -212,11 +208,8 @@ def vendor_wheels(bundle: Path) -> Path:
     return folder
 
 
-
-
 def _dataset_members(config: BundleConfig, project: Path) -> list[str]:
     """The dataset's files as code.tar names them (paths inside the project), for --allow-secrets-in-data."""
-    from bundler.recipe.datasource import find_dataset_files
 
     found = find_dataset_files(config, project)
     members = []
@@ -235,7 +228,6 @@ def check_build(
 
     Raises the first kind of problem found (each listing all of its kind); writes nothing.
     """
-    from bundler.recipe.validate import check_inputs
 
     config = load_config(project).resolved()
     check_out(out)
@@ -267,13 +259,9 @@ def build(
         raise InputError("--push needs a run to publish", "drop --no-run, or push later with `bundler push`")
     load_config(project)  # a broken bundle.toml is named before --out is touched
     check_out(out)
-    from bundler.bundle.bag import remove_stale_partials, write_tags
-    from bundler.bundle.scrub import secrets_allowed_in
 
     with claim_output(out):
-        config, report = check_build(
-            project, out, vendor_data=vendor_data, allow_secrets_in_data=allow_secrets_in_data
-        )
+        config, report = check_build(project, out, vendor_data=vendor_data, allow_secrets_in_data=allow_secrets_in_data)
         for warning in report.warnings:
             ui.warn(warning)
         for finding in report.data_secrets[:20]:
@@ -301,8 +289,6 @@ def build(
                 )
     publish = None
     if push and run_id:
-        from bundler.publish.push import push_run
-
         ui.stage(f"pushing the adapter and card to {push}")
         publish = push_run(out, push, run_id=run_id, private=config.publish.private)
     return BuildResult(out, bundle_id, run_id, publish)

@@ -18,30 +18,7 @@ from bundler.bundle.hashing import canonical_json, sha256_bytes
 from bundler.bundle.verify import verify_bundle
 from bundler.errors import InputError, UnsafeArchiveError, VerifyFailed
 from tests.conftest import run_cli
-from tests.test_bundle_format import add_fake_run, make_bundle
-
-
-def full_bundle(root: Path, tmp: Path) -> Path:
-    """A bundle with a recipe, a vendored dataset file named by dataset.json, and one run."""
-    bundle = make_bundle(root)
-    data = b'{"id": "1", "text": "caf\xc3\xa9"}\n'
-    recipe = bundle / "data" / "recipe"
-    (recipe / "dataset.json").write_text(
-        canonical_json(
-            {
-                "schema": "bundler.dataset/1",
-                "format": "jsonl",
-                "source": "d.jsonl",
-                "files": {"d.jsonl": sha256_bytes(data)},
-            }
-        )
-    )
-    vendor = bundle / "data" / "vendor" / "dataset"
-    vendor.mkdir(parents=True)
-    (vendor / "d.jsonl").write_bytes(data)
-    fmt.seal_bundle(bundle)
-    add_fake_run(bundle, tmp)
-    return bundle
+from tests.fixtures.bundles import full_bundle, make_bundle
 
 
 @pytest.fixture

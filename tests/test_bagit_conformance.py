@@ -22,7 +22,7 @@ from bundler.bundle.hashing import manifest_lines
 from bundler.bundle.verify import verify_bundle
 from bundler.errors import NotABundleError
 from tests.conftest import run_cli
-from tests.test_bundle_format import add_fake_run, make_bundle
+from tests.fixtures.bundles import add_fake_run, make_bundle
 
 SUITE = Path(__file__).parent / "fixtures" / "bagit-conformance"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bundler.bundle import bag as fmt
-from bundler.bundle.verify import verify_bundle
 from bundler.bundle.hashing import sha256_file
+from bundler.bundle.verify import verify_bundle
 from tests.conftest import git, run_cli
 
 pytestmark = pytest.mark.slow

@@ -10,29 +10,7 @@ from bundler.bundle import bag as fmt
 from bundler.bundle.verify import verify_bundle
 from bundler.errors import InputError, NotABundleError
 from tests.conftest import run_cli
-
-
-def make_bundle(root: Path, config: str = "seed = 1\n") -> Path:
-    recipe = root / "data" / "recipe"
-    (recipe / "runtime").mkdir(parents=True)
-    (recipe / "config.toml").write_text(config)
-    (recipe / "requirements.lock").write_text("numpy==2.0.0\n")
-    (recipe / "runtime" / "__init__.py").write_text("")
-    fmt.seal_bundle(root)
-    return root
-
-
-def add_fake_run(bundle: Path, tmp: Path, payload: bytes = b"weights") -> str:
-    """Record a run the way `bundler run` does: outputs into data/runs/<id>/, then its provenance statement."""
-    from bundler.publish.provenance import write_provenance
-
-    staged = tmp / "staged"
-    (staged / "adapter").mkdir(parents=True)
-    (staged / "adapter" / "adapter_model.safetensors").write_bytes(payload)
-    (staged / "results.json").write_text("{}\n")
-    run_id = fmt.add_run(bundle, staged, {"run.json": b'{"runner": "host"}\n'})
-    write_provenance(bundle, run_id)
-    return run_id
+from tests.fixtures.bundles import add_fake_run, make_bundle
 
 
 def findings(bundle: Path) -> list[str]:

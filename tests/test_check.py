@@ -9,12 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bundler.bundle.verify import verify_bundle
 from bundler.audit.check import (
     DIVERGED,
     EQUIVALENT,
@@ -24,8 +22,9 @@ from bundler.audit.check import (
     compare_reference,
 )
 from bundler.bundle.hashing import hash_tree, sha256_file
+from bundler.bundle.verify import verify_bundle
 from tests.conftest import QUICKSTART, make_git_project, run_cli
-from tests.fixtures.hub_server import HubServer
+from tests.fixtures.hub_server import HubServer, hub_env
 
 REPO_ID = "org/quickstart-adapter"
 
@@ -108,9 +107,9 @@ def test_a_greedy_flip_at_a_near_tie_is_equivalent_but_a_confident_one_diverges(
 
 
 def test_a_run_that_predates_reference_outputs_exits_2(tmp_path):
-    from tests.test_card import make_run_bundle
+    from tests.fixtures.bundles import make_card_bundle
 
-    bundle, _ = make_run_bundle(tmp_path / "old")
+    bundle, _ = make_card_bundle(tmp_path / "old")
     result = run_cli("check", str(bundle))
     assert result.returncode == 2, result.stderr
     assert "predates reference outputs" in result.stderr
@@ -227,19 +226,6 @@ def test_a_changed_adapter_is_refused_then_diverges_with_allow_mismatch(built, t
     assert text.returncode == 1 and "worst examples:" in text.stdout and "DIVERGED" in text.stderr
 
 
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[tuple[HubServer, dict[str, str]]]:
-    with HubServer(tmp_path / "hub-storage") as server:
-        env = {
-            "HF_ENDPOINT": server.endpoint,
-            "HF_TOKEN": server.token,
-            "HF_HUB_DISABLE_XET": "1",
-            "NO_PROXY": "127.0.0.1,localhost",
-            "HF_HOME": str(tmp_path / "hf-home"),
-        }
-        yield server, env
-
-
 def _publish(server: HubServer, bundle: Path, run_id: str, changed: Path | None = None) -> None:
     adapter = bundle / "data" / "runs" / run_id / "adapter"
     files = {n: (adapter / n).read_bytes() for n in ("adapter_config.json", "adapter_model.safetensors")}
@@ -249,9 +235,9 @@ def _publish(server: HubServer, bundle: Path, run_id: str, changed: Path | None 
 
 
 @pytest.mark.slow
-def test_an_adapter_downloaded_from_the_hub_checks_identical(built, hub):
+def test_an_adapter_downloaded_from_the_hub_checks_identical(built, hub, tmp_path):
     bundle, run_id = built
-    server, env = hub
+    server, env = hub, hub_env(hub, tmp_path)
     _publish(server, bundle, run_id)
     code, report, stderr = _check(bundle, "--adapter", REPO_ID, env=env)
     assert code == 0, stderr
@@ -264,7 +250,7 @@ def test_an_adapter_downloaded_from_the_hub_checks_identical(built, hub):
 @pytest.mark.slow
 def test_a_hub_adapter_that_differs_from_the_run_is_refused_naming_the_file(built, hub, tmp_path):
     bundle, run_id = built
-    server, env = hub
+    server, env = hub, hub_env(hub, tmp_path)
     changed = _adapter_copy(bundle, run_id, tmp_path / "adapter")
     _perturbed(changed)
     _publish(server, bundle, run_id, changed=changed / "adapter_model.safetensors")

@@ -75,7 +75,7 @@ def test_debug_variable_shows_the_traceback(tmp_path: Path) -> None:
 
 
 def test_inspect_json_is_one_object_with_a_schema(tmp_path: Path) -> None:
-    from tests.test_bundle_format import make_bundle
+    from tests.fixtures.bundles import make_bundle
 
     bundle = make_bundle(tmp_path / "b")
     result = run_cli("inspect", str(bundle), "--json")

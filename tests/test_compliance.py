@@ -17,7 +17,7 @@ from bundler.bundle.lockfile import parse_lock
 from bundler.publish.compliance.evidence import NOT_RECORDED, TO_COMPLETE
 from bundler.publish.compliance.write import FILES
 from tests.conftest import QUICKSTART, make_git_project, run_cli
-from tests.test_card import make_run_bundle
+from tests.fixtures.bundles import make_card_bundle as make_run_bundle
 
 
 def compliance(bundle: Path, out: Path, *extra: str) -> dict:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bundler.recipe.config import dump_resolved, parse_config
 from bundler.errors import ConfigError
+from bundler.recipe.config import dump_resolved, parse_config
 
 MINIMAL = """
 [project]

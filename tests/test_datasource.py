@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from bundler.errors import EXIT_INPUT, DatasetError, InputError
 from bundler.recipe.config import BundleConfig
 from bundler.recipe.datasource import describe_dataset, load_records
-from bundler.errors import EXIT_INPUT, DatasetError, InputError
 
 
 def make_config(path: str, **data: Any) -> BundleConfig:

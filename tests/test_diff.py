@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from bundler.audit.diff import diff_bundles, render_diff
 from bundler.bundle import bag as fmt
 from bundler.bundle.archive import export_bundle
-from bundler.audit.diff import diff_bundles, render_diff
 from bundler.bundle.hashing import canonical_json
 from bundler.recipe.source import archive_commit
 from tests.conftest import git, run_cli

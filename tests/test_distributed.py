@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bundler.audit.replay import fingerprint, fingerprint_differences
+from bundler.audit.runcompare import fingerprint, fingerprint_differences
 from bundler.runners.launch import RunRequest, runtime_env
-from tests.test_replay import compare, env_record, make_bundle, record
-from tests.test_runtime import make_recipe, run_runtime
+from tests.fixtures.recorded_runs import compare, env_record, make_bundle, record
+from tests.fixtures.runtime_recipe import make_recipe, run_runtime
 
 STEPS = 6
 TRAIN = {"max_steps": STEPS, "eval_every": 3, "batch_size": 8}
@@ -31,15 +31,6 @@ def _train(root: Path, model_dir: Path, processes: int, *, dropout: float = 0.05
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     (root / "stdout.txt").write_text(result.stdout)
     return out
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.test_runtime import make_tiny
-
-    model = tmp_path_factory.mktemp("tiny") / "model"
-    make_tiny(model)
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -248,9 +239,8 @@ def test_quickstart_with_two_processes_builds_in_the_venv_and_replays_identical(
 def test_docker_and_venv_runners_give_the_same_two_process_adapter(
     docker_client: object, registry: str, tmp_path: Path
 ) -> None:
-    from bundler.runners.execute import locate_inputs
-    from bundler.runners.execute import execute
-    from tests.test_docker_run import built_bundle
+    from bundler.runners.execute import execute, locate_inputs
+    from tests.fixtures.projects import built_bundle
 
     bundle = built_bundle(tmp_path)
     ids = {}

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from bundler.bundle.lockfile import lock_sha256
+from bundler.errors import UnknownImageError
 from bundler.recipe.config import EnvironmentConfig
 from bundler.recipe.dockerfile import (
     LABEL_BUNDLE_ID,
@@ -18,9 +20,7 @@ from bundler.recipe.dockerfile import (
     build_labels,
     render_dockerfile,
 )
-from bundler.errors import UnknownImageError
 from bundler.recipe.images import image_lock_record, resolve_digest
-from bundler.bundle.lockfile import lock_sha256
 from bundler.recipe.lock import write_lock
 from bundler.recipe.wheelhouse import download_wheelhouse
 from tests.fixtures.docker_env import BASE_IMAGE, BASE_IMAGE_NAME, RUNTIME_STUB

@@ -20,36 +20,15 @@ from typing import Any
 import pytest
 
 from bundler.bundle.bag import RUNS, bundle_id_of, list_runs
-from bundler.recipe.config import load_config
 from bundler.recipe.dockerfile import LABEL_BUNDLE_ID
-from bundler.recipe.images import write_image_lock
-from bundler.runners.execute import locate_inputs, run_bundle
-from bundler.runners.launch import RunRequest
-from bundler.runners.execute import choose_runner
 from bundler.runners.docker import build_image, container_process, image_tag, run_kwargs
-from tests.conftest import QUICKSTART, git, make_git_project, run_cli
+from bundler.runners.execute import choose_runner, locate_inputs, run_bundle
+from bundler.runners.launch import RunRequest
+from tests.conftest import git, run_cli
+from tests.fixtures.projects import built_bundle, repinned_quickstart
 
 pytestmark = pytest.mark.docker
 STEPS = 6
-
-
-def repinned_quickstart(root: Path, digest: str | None = None) -> Path:
-    """The quickstart in its own git repo, its base image pinned through this machine's registry."""
-    project = make_git_project(QUICKSTART, root / "quickstart")
-    record = write_image_lock(project, load_config(project).environment, offline=False)
-    if digest is not None:
-        record["digest"] = record["manifest_digest"] = digest
-        (project / "image.lock.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    git(project, "add", "-A")
-    git(project, "commit", "-q", "--allow-empty", "-m", "pin the base image here")
-    return project
-
-
-def built_bundle(root: Path, digest: str | None = None) -> Path:
-    project = repinned_quickstart(root, digest)
-    done = run_cli("build", str(project), "--out", str(root / "bundle"), "--no-run")
-    assert done.returncode == 0, done.stderr
-    return root / "bundle"
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +138,10 @@ def test_image_carries_the_bundle_id_and_starts_the_runtime_as_rendered(
 def test_auto_picks_docker_when_the_engine_answers_else_venv(
     bundle: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    from bundler.runners.execute import runner_choice
+
     assert choose_runner("auto") == "docker"
+    assert "the Docker engine on /var/run/docker.sock answered" in runner_choice("auto")[1]
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     assert choose_runner("auto") == "venv"
 
@@ -229,14 +211,18 @@ def test_an_engine_that_does_not_answer_is_named(bundle: Path, tmp_path: Path) -
     assert "no Docker engine answers" in done.stderr and "--runner venv" in done.stderr
 
 
-def test_base_image_digest_the_registry_lost_is_bad_input_pointing_to_vendor(
+def test_base_image_digest_the_local_registry_lacks_is_bad_input_naming_this_machines_digest(
     docker_client: Any, registry: str, tmp_path: Path
 ) -> None:
+    from bundler.recipe.images import resolve_digest
+
     gone = built_bundle(tmp_path, digest="sha256:" + "0" * 64)
     done = run_cli("run", str(gone), "--runner", "docker")
     assert done.returncode == 2, done.stderr
     assert "sha256:" + "0" * 64 in done.stderr and "is not available" in done.stderr
-    assert "--vendor" in done.stderr
+    here = resolve_digest("127.0.0.1:5000/bundler/debian-python:3.11")["manifest_digest"]
+    assert f"this machine's base image is 127.0.0.1:5000/bundler/debian-python:3.11@{here}" in done.stderr
+    assert "bundler lock PROJECT" in done.stderr
     assert not docker_client.images.list(filters={"label": f"{LABEL_BUNDLE_ID}={bundle_id_of(gone)}"})
 
 

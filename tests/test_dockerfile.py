@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from bundler.errors import WheelHashMismatchError
 from bundler.recipe.config import EnvironmentConfig
 from bundler.recipe.dockerfile import render_dockerfile
-from bundler.errors import WheelHashMismatchError
 from bundler.recipe.lock import write_lock
 from bundler.recipe.wheelhouse import download_wheelhouse, verify_wheelhouse
 
+REPO = Path(__file__).resolve().parent.parent
 IMAGE_LOCK = {
     "reference": "127.0.0.1:5000/bundler/debian-python:3.11",
     "digest": "sha256:" + "c" * 64,
@@ -22,9 +27,23 @@ IMAGE_LOCK = {
 LOCK_SHA = "d" * 64
 
 
-def test_rendering_is_byte_identical_for_the_same_inputs() -> None:
-    assert render_dockerfile(dict(IMAGE_LOCK), LOCK_SHA) == render_dockerfile(dict(IMAGE_LOCK), LOCK_SHA)
-    assert render_dockerfile(IMAGE_LOCK, LOCK_SHA) != render_dockerfile(IMAGE_LOCK, "e" * 64)
+def test_rendering_is_byte_identical_across_processes_and_hash_seeds() -> None:
+    """Two fresh interpreters with different hash seeds (set and dict order) render the same bytes as this one."""
+    code = (
+        "import sys, json; from bundler.recipe.dockerfile import render_dockerfile; "
+        "sys.stdout.write(render_dockerfile(json.loads(sys.argv[1]), sys.argv[2]))"
+    )
+    here = render_dockerfile(dict(reversed(list(IMAGE_LOCK.items()))), LOCK_SHA)
+    for seed in ("1", "2"):
+        done = subprocess.run(
+            [sys.executable, "-c", code, json.dumps(IMAGE_LOCK), LOCK_SHA],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)},
+        )
+        assert done.stdout == here
+    assert here != render_dockerfile(IMAGE_LOCK, "e" * 64)
 
 
 def test_every_stage_starts_from_the_pinned_digest_with_no_buildkit_syntax() -> None:

@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 
 from bundler import hub as hubio
-from bundler.recipe import models
-from bundler.recipe.config import BundleConfig, load_config
-from bundler.recipe.datasource import describe_dataset, find_dataset_files, load_records
+from bundler.bundle.hashing import sha256_bytes
 from bundler.errors import (
     ConfigError,
     DatasetError,
@@ -26,7 +24,9 @@ from bundler.errors import (
     InputError,
     ModelLockStaleError,
 )
-from bundler.bundle.hashing import sha256_bytes
+from bundler.recipe import models
+from bundler.recipe.config import BundleConfig, load_config
+from bundler.recipe.datasource import describe_dataset, find_dataset_files, load_records
 from bundler.recipe.splits import make_split_manifest
 from tests.conftest import QUICKSTART, REPO, git, make_git_project, run_cli
 from tests.fixtures.hub_server import HubServer, _Handler

@@ -13,6 +13,7 @@ import pytest
 
 from bundler.bundle import bag as fmt
 from bundler.bundle.verify import verify_bundle
+
 # stderr lines of `bundler build` (ui.stage), in the order they appear; the build is killed when one shows.
 KILL_POINTS = [
     "recording the code commit",

@@ -26,7 +26,7 @@ import yaml
 
 from bundler.bundle.bag import seal_bundle
 from tests.conftest import run_cli
-from tests.test_runtime import make_recipe
+from tests.fixtures.runtime_recipe import make_recipe
 
 FIXTURES = Path(__file__).parent / "fixtures" / "k8s"
 DIGEST = "sha256:" + "ab" * 32

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bundler.recipe.config import EnvironmentConfig
+from bundler.bundle.hashing import sha256_file
+from bundler.bundle.lockfile import lock_header_input_sha, lock_sha256, parse_lock
 from bundler.errors import (
     EXIT_CHECK_FAILED,
     EXIT_INPUT,
@@ -16,9 +17,8 @@ from bundler.errors import (
     StaleLockError,
     UnresolvableRequirementsError,
 )
-from bundler.bundle.hashing import sha256_file
+from bundler.recipe.config import EnvironmentConfig
 from bundler.recipe.lock import check_lock, effective_input, strip_credentials, write_lock
-from bundler.bundle.lockfile import lock_header_input_sha, lock_sha256, parse_lock
 
 ENV = EnvironmentConfig(image="debian-python-3.11")
 ALL_RUNTIME = "torch==2.13.0\ntransformers\npeft\nsafetensors\nnumpy\n"

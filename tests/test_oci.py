@@ -23,7 +23,7 @@ import pytest
 
 from bundler.bundle.archive import export_bundle
 from tests.conftest import run_cli
-from tests.test_card import make_run_bundle
+from tests.fixtures.bundles import make_card_bundle as make_run_bundle
 
 pytestmark = pytest.mark.docker
 STORAGE = Path("/var/lib/docker-registry/docker/registry/v2")

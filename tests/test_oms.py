@@ -13,8 +13,8 @@ import pytest
 from bundler.bundle.bag import bundle_id_of
 from bundler.bundle.verify import verify_bundle
 from tests.conftest import run_cli
+from tests.fixtures.bundles import make_card_bundle as make_run_bundle
 from tests.fixtures.hub_server import HubServer
-from tests.test_card import make_run_bundle
 
 REPO_ID = "org/signed-adapter"
 

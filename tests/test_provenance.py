@@ -23,6 +23,8 @@ from bundler.errors import InputError
 from bundler.publish import provenance
 from bundler.publish.sign import sign_bundle
 from tests.conftest import run_cli
+from tests.fixtures.bundles import make_card_bundle
+from tests.fixtures.hub_server import HubServer
 
 CONFIG = """\
 [project]
@@ -618,41 +620,32 @@ def test_the_card_links_the_signed_statement_only_once_signed(recorded: tuple[Pa
 
 
 def test_a_signed_run_pushes_its_signed_statement_and_verifies_once_signed_again(
-    tmp_path: Path, key: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, key: Path, hub: HubServer
 ) -> None:
-    import huggingface_hub.constants
     from huggingface_hub import hf_hub_download
 
     from bundler.bundle.signing import verify_envelope
     from bundler.publish.push import push_run
-    from tests.fixtures.hub_server import HubServer
-    from tests.test_card import make_run_bundle as make_card_bundle
 
     bundle, run_id = make_card_bundle(tmp_path / "b")
     sign_bundle(bundle, key)
     envelope_path = (signature_dir(bundle) / attest.envelope_file(run_id)).relative_to(bundle).as_posix()
-    with HubServer(tmp_path / "hub") as hub:
-        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-        monkeypatch.setenv("HF_TOKEN", hub.token)
-        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-        monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token-here"))
-        record = push_run(bundle, "org/signed", run_id=run_id)
+    record = push_run(bundle, "org/signed", run_id=run_id)
 
-        def fetch(path: str) -> bytes:
-            local = hf_hub_download(
-                "org/signed",
-                path,
-                revision=record["commit"],
-                endpoint=hub.endpoint,
-                cache_dir=tmp_path / "cache",
-                token=hub.token,
-            )
-            return Path(local).read_bytes()
+    def fetch(path: str) -> bytes:
+        local = hf_hub_download(
+            "org/signed",
+            path,
+            revision=record["commit"],
+            endpoint=hub.endpoint,
+            cache_dir=tmp_path / "cache",
+            token=hub.token,
+        )
+        return Path(local).read_bytes()
 
-        envelope = json.loads(fetch(f"bundle/{envelope_path}"))
-        readme = fetch("README.md").decode()
-        adapter = fetch("adapter_model.safetensors")
+    envelope = json.loads(fetch(f"bundle/{envelope_path}"))
+    readme = fetch("README.md").decode()
+    adapter = fetch("adapter_model.safetensors")
     check = verify_envelope(envelope, load_public_key(key))
     assert check.problem is None
     statement = json.loads(check.payload)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bundler.bundle import bag as fmt
+from bundler.bundle.hashing import sha256_bytes
 from bundler.bundle.verify import verify_bundle
-from bundler.publish import push as publish
 from bundler.errors import (
     CardMetadataError,
     HubAuthError,
@@ -20,34 +19,19 @@ from bundler.errors import (
     InvalidRepoIdError,
     MissingAdapterError,
 )
-from bundler.bundle.hashing import sha256_bytes
+from bundler.publish import push as publish
 from bundler.publish.push import push_run
 from tests.conftest import run_cli
+from tests.fixtures.bundles import make_card_bundle
 from tests.fixtures.hub_server import HubServer
-from tests.test_card import make_run_bundle
 
 REPO_ID = "org/support-adapter"
 UPLOADING = {"create_repo", "create_branch", "preupload", "lfs_batch", "lfs_upload", "commit"}
 
 
 @pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
-    """A running local Hub, pointed at the way a user would: HF_ENDPOINT and HF_TOKEN."""
-    import huggingface_hub.constants
-
-    with HubServer(tmp_path / "hub-storage") as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-        monkeypatch.setenv("HF_TOKEN", server.token)
-        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-        # The credential store is read from this constant at the moment of use: not the real one.
-        monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token-here"))
-        yield server
-
-
-@pytest.fixture
 def run_bundle(tmp_path: Path) -> tuple[Path, str]:
-    return make_run_bundle(tmp_path / "b")
+    return make_card_bundle(tmp_path / "b")
 
 
 def download(hub: HubServer, path: str, revision: str, cache: Path) -> bytes:
@@ -198,21 +182,21 @@ def test_an_invalid_repo_id_is_refused_before_any_request(
 
 
 def test_a_run_without_an_adapter_is_refused_before_any_request(hub: HubServer, tmp_path: Path) -> None:
-    bundle, run_id = make_run_bundle(tmp_path / "b", adapter=False)
+    bundle, run_id = make_card_bundle(tmp_path / "b", adapter=False)
     with pytest.raises(MissingAdapterError, match="adapter/adapter_model.safetensors"):
         push_run(bundle, REPO_ID, run_id=run_id)
     assert hub.requests == []
 
 
 def test_card_metadata_failing_local_validation_is_refused_before_any_request(hub: HubServer, tmp_path: Path) -> None:
-    bundle, run_id = make_run_bundle(tmp_path / "b", model_id="./models/llama")
+    bundle, run_id = make_card_bundle(tmp_path / "b", model_id="./models/llama")
     with pytest.raises(CardMetadataError, match="base_model"):
         push_run(bundle, REPO_ID, run_id=run_id)
     assert hub.requests == []
 
 
 def test_card_metadata_the_hub_refuses_is_refused_before_any_upload(hub: HubServer, tmp_path: Path) -> None:
-    bundle, run_id = make_run_bundle(tmp_path / "b", license="my-own-license")
+    bundle, run_id = make_card_bundle(tmp_path / "b", license="my-own-license")
     with pytest.raises(CardMetadataError, match="license"):
         push_run(bundle, REPO_ID, run_id=run_id)
     assert hub.calls("validate_yaml") == 1
@@ -291,7 +275,7 @@ def test_local_hub_serves_what_locking_a_hub_base_model_needs(hub: HubServer, tm
 
 
 def test_an_adapter_config_naming_a_local_base_model_path_is_refused(hub: HubServer, tmp_path: Path) -> None:
-    bundle, run_id = make_run_bundle(tmp_path / "b")
+    bundle, run_id = make_card_bundle(tmp_path / "b")
     config_path = bundle / "data" / "runs" / run_id / "adapter" / "adapter_config.json"
     config = json.loads(config_path.read_text())
     config["base_model_name_or_path"] = "/mnt/model"

@@ -11,21 +11,19 @@ import torch
 from bundler.recipe.config import parse_config
 from bundler.runtime.errors import RecipeInputError
 from bundler.runtime.quant import check_quantization, quantization_settings
-from tests.test_runtime import _error, make_recipe, make_tiny, run_runtime
+from bundler.runtime.specs import LoraSpec
+from tests.fixtures.runtime_recipe import error_event, make_recipe, run_runtime
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model = tmp_path_factory.mktemp("tiny") / "model"
-    make_tiny(model)
-    return model
+def lora_spec(quantization: str) -> LoraSpec:
+    return LoraSpec(r=8, alpha=16, dropout=0.0, target_modules=("q_proj",), init_seed=0, quantization=quantization)
 
 
 def test_4bit_on_the_cpu_stops_before_training_with_exit_3(tmp_path: Path, model_dir: Path) -> None:
     paths = make_recipe(tmp_path, model_dir=model_dir, config_overrides={"lora": {"quantization": "4bit"}})
     result = run_runtime(paths, tmp_path / "out")
     assert result.returncode == 3, result.stdout + result.stderr
-    error = _error(result)
+    error = error_event(result)
     assert error["message"].startswith("4-bit needs a CUDA GPU and bitsandbytes")
     assert "the run is on cpu" in error["message"]
     assert 'quantization = "none"' in error["hint"]
@@ -33,17 +31,17 @@ def test_4bit_on_the_cpu_stops_before_training_with_exit_3(tmp_path: Path, model
 
 
 def test_unquantized_runs_pass_the_check_and_record_nothing() -> None:
-    check_quantization({"quantization": "none"}, torch.device("cpu"))
-    assert quantization_settings({"quantization": "none"}, torch.bfloat16) == {}
+    check_quantization(lora_spec("none"), torch.device("cpu"))
+    assert quantization_settings(lora_spec("none"), torch.bfloat16) == {}
 
 
 def test_unknown_quantization_in_a_recipe_is_refused() -> None:
     with pytest.raises(RecipeInputError, match="not known"):
-        check_quantization({"quantization": "8bit"}, torch.device("cpu"))
+        check_quantization(lora_spec("8bit"), torch.device("cpu"))
 
 
 def test_4bit_settings_name_nf4_double_quant_compute_dtype_and_bitsandbytes() -> None:
-    entry = quantization_settings({"quantization": "4bit"}, torch.bfloat16)["quantization"]
+    entry = quantization_settings(lora_spec("4bit"), torch.bfloat16)["quantization"]
     assert entry["value"]["mode"] == "4bit"
     assert entry["value"]["quant_type"] == "nf4"
     assert entry["value"]["double_quant"] is True

@@ -11,126 +11,21 @@ Replaying it runs the recipe (seed 1234) and must say DIVERGED and name determin
 
 from __future__ import annotations
 
-import itertools
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 import tomllib
 
-from bundler.bundle.bag import RUNS, add_run, list_runs, seal_bundle
-from bundler.publish.provenance import write_provenance
+from bundler.audit.replay import Tolerance, pick_recorded_run, read_run
+from bundler.audit.runcompare import parse_tolerance
+from bundler.bundle.bag import RUNS, add_run, list_runs
 from bundler.bundle.verify import verify_bundle
 from bundler.errors import InputError, ToleranceError
-from bundler.bundle.hashing import canonical_json
-from bundler.audit.replay import Tolerance, compare_runs, parse_tolerance, pick_recorded_run, read_run
+from bundler.publish.provenance import write_provenance
 from tests.conftest import git, make_git_project, run_cli
-
-LOSSES = [6.25 - 0.05 * i for i in range(12)]
-_RUN_ORDER = itertools.count()
-
-
-# --- runs written through the bundle format, no training ---
-
-
-def env_record(**changes: Any) -> dict[str, Any]:
-    env: dict[str, Any] = {
-        "schema": "bundler.env/1",
-        "runner": "venv",
-        "image_digest": None,
-        "python": "3.11.7",
-        "platform": "Linux",
-        "cpu": {"name": "AMD EPYC", "machine": "x86_64", "threads": 2},
-        "libraries": {"torch": "2.13.0+cpu", "transformers": "5.24.0", "peft": "0.21.2"},
-        "gpu": None,
-        "cuda": None,
-        "determinism": {
-            "seed": {"value": 1234, "why": "seeds"},
-            "torch.use_deterministic_algorithms": {"value": True, "why": "strict"},
-        },
-    }
-    for key, value in changes.items():
-        section, _, name = key.partition("__")
-        if name:
-            env[section] = {**env[section], name: value}
-        else:
-            env[key] = value
-    return env
-
-
-def stage_run(
-    tmp: Path,
-    name: str,
-    losses: list[float],
-    *,
-    adapter: bytes = b"adapter-weights",
-    evals: dict[str, float] | None = None,
-    env: dict[str, Any] | None = None,
-    max_steps_override: int | None = None,
-) -> tuple[Path, dict[str, bytes]]:
-    staged = tmp / name
-    (staged / "adapter").mkdir(parents=True)
-    (staged / "adapter" / "adapter_model.safetensors").write_bytes(adapter)
-    lines = []
-    order = next(_RUN_ORDER)
-    for step, loss in enumerate(losses, start=1):
-        # step_time differs between any two real runs, so two runs never share a run ID
-        lines.append(
-            {
-                "step": step,
-                "loss": loss,
-                "grad_norm": loss / 10,
-                "lr": 0.001,
-                "tokens": 64,
-                "step_time": 0.1 + order / 1000,
-            }
-        )
-        if step % 5 == 0 or step == len(losses):
-            lines.append({"step": step, "split": "val", "eval_loss": loss + 0.1})
-    (staged / "metrics.jsonl").write_text("".join(json.dumps(x, sort_keys=True) + "\n" for x in lines))
-    results = {
-        "schema": "bundler.results/1",
-        "steps": len(losses),
-        "final_train_loss": losses[-1],
-        "adapter_sha256": "x",
-        "adapter_tensor_sha256": adapter.hex()[:16],
-        "eval": evals or {"val_loss": losses[-1] + 0.1, "accuracy": 0.5},
-    }
-    (staged / "results.json").write_text(canonical_json(results))
-    (staged / "env.json").write_text(canonical_json(env or env_record()))
-    record = {
-        "schema": "bundler.run/1",
-        "runner": "venv",
-        "finished": f"2026-11-24T00:{order:05d}Z",
-        "max_steps_override": max_steps_override,
-    }
-    return staged, {"run.json": canonical_json(record).encode()}
-
-
-def make_bundle(tmp: Path, deterministic: bool = True) -> Path:
-    bundle = tmp / "bundle"
-    recipe = bundle / "data" / "recipe"
-    recipe.mkdir(parents=True)
-    (recipe / "config.toml").write_text(f"[train]\nseed = 1234\ndeterministic = {str(deterministic).lower()}\n")
-    (bundle / "bagit.txt").write_text("BagIt-Version: 1.0\n")
-    (bundle / "bag-info.txt").write_text("Bundle-Format: bundler/1\n")
-    seal_bundle(bundle)
-    return bundle
-
-
-def record(bundle: Path, tmp: Path, name: str, losses: list[float], **kwargs: Any) -> str:
-    staged, annotations = stage_run(tmp, name, losses, **kwargs)
-    run_id = add_run(bundle, staged, annotations)
-    write_provenance(bundle, run_id)  # as `bundler run` records a run: with its statement
-    return run_id
-
-
-def compare(bundle: Path, old: str, new: str, steps: int | None = None, **bounds: float) -> dict[str, Any]:
-    return compare_runs(
-        bundle, read_run(bundle, old), read_run(bundle, new), tolerance=Tolerance(**bounds), steps=steps
-    )
+from tests.fixtures.recorded_runs import LOSSES, compare, env_record, make_bundle, record
 
 
 @pytest.fixture

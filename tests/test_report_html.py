@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from bundler.audit.report import DIVERGENCE_COLOR, render_html, render_overlay_png, write_report
-from tests.test_replay import LOSSES, compare, make_bundle, record
+from tests.fixtures.recorded_runs import LOSSES, compare, make_bundle, record
 
 CHROMIUM_FLAGS = (
     "--headless",

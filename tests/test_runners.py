@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from bundler.recipe.dockerfile import render_dockerfile
 from bundler.errors import (
     DriverTooOldError,
     EngineUnavailableError,
@@ -16,7 +16,7 @@ from bundler.errors import (
     OutputNotWritableError,
     TrainingError,
 )
-from bundler.runners.launch import LineSplitter, RunRequest, RuntimeLog, staging_dir
+from bundler.recipe.dockerfile import render_dockerfile
 from bundler.runners.docker import (
     check_driver,
     check_gpu_runtime,
@@ -26,6 +26,7 @@ from bundler.runners.docker import (
     run_kwargs,
 )
 from bundler.runners.host import host_invocation
+from bundler.runners.launch import LineSplitter, RunRequest, RuntimeLog, staging_dir
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE_LOCK = json.loads((REPO / "examples" / "quickstart" / "image.lock.json").read_text())
@@ -80,9 +81,30 @@ def test_gpus_without_an_nvidia_runtime_are_refused() -> None:
     assert caught.value.exit_code == 2
 
 
-def test_nvidia_runtime_or_no_gpus_passes() -> None:
-    check_gpu_runtime({"Runtimes": {"runc": {}, "nvidia": {"path": "nvidia-container-runtime"}}}, "1")
-    check_gpu_runtime({"Runtimes": {"runc": {}}}, None)
+def refused(check: Callable[[], None]) -> bool:
+    try:
+        check()
+    except (EngineUnavailableError, DriverTooOldError):
+        return True
+    return False
+
+
+def test_gpus_are_refused_exactly_when_no_nvidia_runtime_is_registered() -> None:
+    nvidia = {"Runtimes": {"runc": {}, "nvidia": {"path": "nvidia-container-runtime"}}}
+    runc_only = {"Runtimes": {"runc": {}}}
+    outcomes = {
+        (engine, gpus): refused(lambda info=info, gpus=gpus: check_gpu_runtime(info, gpus))
+        for engine, info in (("nvidia", nvidia), ("runc", runc_only))
+        for gpus in ("1", "all", None)
+    }
+    assert outcomes == {
+        ("nvidia", "1"): False,
+        ("nvidia", "all"): False,
+        ("nvidia", None): False,
+        ("runc", "1"): True,
+        ("runc", "all"): True,
+        ("runc", None): False,
+    }
 
 
 def test_driver_older_than_the_image_needs_is_refused() -> None:
@@ -91,10 +113,23 @@ def test_driver_older_than_the_image_needs_is_refused() -> None:
     assert "535.104.05" in str(caught.value) and "570.26" in str(caught.value)
 
 
-def test_newer_driver_no_driver_or_cpu_image_pass() -> None:
-    check_driver(CUDA_LOCK, "580.65.06")
-    check_driver(CUDA_LOCK, None)
-    check_driver(IMAGE_LOCK, "390.1")  # min_driver "none": the CPU image needs no driver
+def test_the_driver_is_refused_exactly_when_older_than_the_image_needs() -> None:
+    outcomes = {
+        (name, driver): refused(lambda lock=lock, driver=driver: check_driver(lock, driver))
+        for name, lock in (("cuda", CUDA_LOCK), ("cpu", IMAGE_LOCK))
+        for driver in ("535.104.05", "570.26", "580.65.06", None)
+    }
+    # the CPU image's min_driver is "none"; no driver visible means nothing to compare (the GPU check refuses)
+    assert outcomes == {
+        ("cuda", "535.104.05"): True,
+        ("cuda", "570.26"): False,
+        ("cuda", "580.65.06"): False,
+        ("cuda", None): False,
+        ("cpu", "535.104.05"): False,
+        ("cpu", "570.26"): False,
+        ("cpu", "580.65.06"): False,
+        ("cpu", None): False,
+    }
 
 
 def test_bundle_on_a_read_only_filesystem_is_refused(tmp_path: Path) -> None:
@@ -218,3 +253,32 @@ def test_host_drift_names_only_the_packages_that_differ_and_refuses_them() -> No
     assert checked_drift(lock, allow_drift=True) == expected
     with pytest.raises(InputError, match="rich"):
         checked_drift(lock, allow_drift=False)
+
+
+def test_auto_without_an_engine_picks_the_venv_and_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bundler.runners.execute import runner_choice
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
+    runner, why = runner_choice("auto")
+    assert runner == "venv"
+    assert f"no Docker engine answers on {tmp_path}/none.sock" in why and "--runner docker" in why
+    assert runner_choice("venv") == ("venv", "") and runner_choice("docker") == ("docker", "")
+
+
+def test_build_and_run_default_to_auto_and_read_bundler_runner(tmp_path: Path) -> None:
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "BUNDLER_RUNNER"} | {"NO_COLOR": "1", "COLUMNS": "200"}
+    for command in ("build", "run"):
+        shown = subprocess.run(
+            [sys.executable, "-m", "bundler", command, "--help"], capture_output=True, text=True, env=env
+        ).stdout
+        assert "[default: auto]" in " ".join(shown.split()), shown
+    refused = subprocess.run(
+        [sys.executable, "-m", "bundler", "build", str(tmp_path), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=env | {"BUNDLER_RUNNER": "nowhere"},
+    )
+    assert refused.returncode == 2 and "nowhere" in refused.stderr

@@ -1,175 +1,17 @@
-"""The training runtime, run as the runners run it: `python -m runtime` in a child process."""
+"""The training runtime, run as the runners run it: `python -m runtime` in a child process.
+
+The tests that train carry `slow` (two_runs trains three times).
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from bundler.recipe.config import BundleConfig, dump_resolved
-
-REPO = Path(__file__).resolve().parents[1]
-RUNTIME = REPO / "bundler" / "runtime"
-TINY = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "vocab_size": 512,
-    "max_position_embeddings": 512,
-    "seed": 0,
-}
-LABELS = ["negative", "positive"]
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _canonical(record: dict) -> str:
-    return hashlib.sha256(
-        json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    ).hexdigest()
-
-
-def _records(n: int = 60) -> list[dict]:
-    words = ["good", "great", "fine", "bad", "awful", "poor"]
-    return [
-        {
-            "id": f"ex{i:03d}",
-            "prompt": f"review {i}: the film was {words[i % 6]}",
-            "response": LABELS[0] if i % 6 >= 3 else LABELS[1],
-            "label": LABELS[0] if i % 6 >= 3 else LABELS[1],
-        }
-        for i in range(n)
-    ]
-
-
-def make_recipe(
-    root: Path,
-    *,
-    seed: int = 0,
-    records: list[dict] | None = None,
-    config_overrides: dict | None = None,
-    model_dir: Path | None = None,
-) -> dict[str, Path]:
-    """A recipe dir, a dataset dir and a tiny model dir laid out as the runners mount them."""
-    records = records if records is not None else _records()
-    recipe, data, model = root / "recipe", root / "data", model_dir or root / "model"
-    for d in (recipe, data):
-        d.mkdir(parents=True, exist_ok=True)
-    overrides = config_overrides or {}
-    raw = {
-        "project": {"name": "quickstart", "seed": seed},
-        "model": {"source": "tiny", "id": "bundler/tiny-llama", "tiny": TINY},
-        "data": {"path": "data.jsonl", "label_field": "label", **overrides.get("data", {})},
-        "train": {
-            "max_steps": 30,
-            "batch_size": 8,
-            "max_seq_len": 128,
-            "eval_every": 10,
-            "device": "cpu",
-            **overrides.get("train", {}),
-        },
-        "lora": {**overrides.get("lora", {})},
-    }
-    (recipe / "config.toml").write_text(dump_resolved(BundleConfig.model_validate(raw)), encoding="utf-8")
-    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-    (data / "data.jsonl").write_text(lines, encoding="utf-8")
-    if not (model / "config.json").exists():
-        make_tiny(model)
-    ids = sorted(r["id"] for r in records)
-    parts = {"train": ids[:48], "val": ids[48:54], "test": ids[54:]}
-    by_id = {r["id"]: r for r in records}
-    splits = {
-        "schema": "bundler.splits/1",
-        "id_field": "id",
-        "splits": {
-            name: {
-                "ids": part,
-                "count": len(part),
-                "examples": {i: _canonical(by_id[i]) for i in part},
-                "root": "",
-            }
-            for name, part in parts.items()
-        },
-    }
-    manifests = {
-        "splits.json": splits,
-        "dataset.json": {
-            "schema": "bundler.dataset/1",
-            "format": "jsonl",
-            "source": "data.jsonl",
-            "files": {"data.jsonl": _sha(data / "data.jsonl")},
-        },
-        "model.json": {
-            "schema": "bundler.model/1",
-            "source": "tiny",
-            "id": "bundler/tiny-llama",
-            "revision": "main",
-            "tiny": TINY,
-            "files": {p.name: _sha(p) for p in sorted(model.iterdir())},
-        },
-    }
-    for name, obj in manifests.items():
-        (recipe / name).write_text(json.dumps(obj, sort_keys=True, indent=2) + "\n", encoding="utf-8")
-    shutil.copytree(RUNTIME, recipe / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
-    return {"recipe": recipe, "data": data, "model": model}
-
-
-def run_runtime(paths: dict[str, Path], out: Path, **extra_env: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(paths["recipe"]),
-        "BUNDLER_MODEL_DIR": str(paths["model"]),
-        "BUNDLER_DATA_DIR": str(paths["data"]),
-        "BUNDLER_RUNNER": "host",
-        "BUNDLER_IMAGE_DIGEST": "",
-        "PYTHONHASHSEED": "0",
-        "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
-        **extra_env,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "runtime", str(paths["recipe"]), str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
-def _error(result: subprocess.CompletedProcess) -> dict:
-    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("BUNDLER_ERROR ")]
-    assert len(lines) == 1, result.stdout + result.stderr
-    return json.loads(lines[0].removeprefix("BUNDLER_ERROR "))
-
-
-def make_tiny(out: Path) -> None:
-    """Run runtime.tiny as the pipeline does: from a copy of the package, not from bundler/ (whose
-    module names, such as inspect.py, would shadow the standard library on PYTHONPATH)."""
-    home = out.parent / "runtime-home"
-    if not home.exists():
-        shutil.copytree(RUNTIME, home / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run(
-        [sys.executable, "-m", "runtime.tiny", str(out), json.dumps(TINY)],
-        check=True,
-        env={**os.environ, "PYTHONPATH": str(home)},
-        capture_output=True,
-    )
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model = tmp_path_factory.mktemp("tiny") / "model"
-    make_tiny(model)
-    return model
+from tests.fixtures.runtime_recipe import error_event, example_records, make_recipe, make_tiny, run_runtime, sha256_of
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +34,7 @@ def _curve(out: Path) -> list[dict]:
     ]
 
 
+@pytest.mark.slow
 def test_two_runs_give_identical_adapter_bytes_and_loss_curves(two_runs):
     a, b, _ = two_runs
     assert (a / "adapter/adapter_model.safetensors").read_bytes() == (
@@ -200,10 +43,11 @@ def test_two_runs_give_identical_adapter_bytes_and_loss_curves(two_runs):
     assert (a / "adapter/adapter_config.json").read_bytes() == (b / "adapter/adapter_config.json").read_bytes()
     assert _curve(a) == _curve(b)
     ra, rb = (json.loads((o / "results.json").read_text()) for o in (a, b))
-    assert ra["adapter_sha256"] == rb["adapter_sha256"] == _sha(a / "adapter/adapter_model.safetensors")
+    assert ra["adapter_sha256"] == rb["adapter_sha256"] == sha256_of(a / "adapter/adapter_model.safetensors")
     assert ra["eval"] == rb["eval"]
 
 
+@pytest.mark.slow
 def test_another_seed_changes_the_adapter_and_the_curve(two_runs):
     a, _, c = two_runs
     ra, rc = (json.loads((o / "results.json").read_text()) for o in (a, c))
@@ -211,6 +55,7 @@ def test_another_seed_changes_the_adapter_and_the_curve(two_runs):
     assert [m["loss"] for m in _curve(a) if "loss" in m] != [m["loss"] for m in _curve(c) if "loss" in m]
 
 
+@pytest.mark.slow
 def test_metrics_jsonl_has_one_line_per_step_and_val_evals(two_runs):
     a, _, _ = two_runs
     lines = [json.loads(ln) for ln in (a / "metrics.jsonl").read_text().splitlines()]
@@ -223,6 +68,7 @@ def test_metrics_jsonl_has_one_line_per_step_and_val_evals(two_runs):
     assert steps[-1]["loss"] < steps[0]["loss"]
 
 
+@pytest.mark.slow
 def test_results_and_env_follow_the_contract(two_runs):
     a, _, _ = two_runs
     results = json.loads((a / "results.json").read_text())
@@ -240,9 +86,10 @@ def test_results_and_env_follow_the_contract(two_runs):
 def test_tiny_model_is_byte_identical_when_made_twice(tmp_path, model_dir):
     again = tmp_path / "again"
     make_tiny(again)
-    assert {p.name: _sha(p) for p in again.iterdir()} == {p.name: _sha(p) for p in model_dir.iterdir()}
+    assert {p.name: sha256_of(p) for p in again.iterdir()} == {p.name: sha256_of(p) for p in model_dir.iterdir()}
 
 
+@pytest.mark.slow
 def test_max_steps_env_trains_a_prefix_of_the_same_curve(tmp_path, model_dir, two_runs):
     paths = make_recipe(tmp_path, model_dir=model_dir)
     result = run_runtime(paths, tmp_path / "out", BUNDLER_MAX_STEPS="5")
@@ -263,7 +110,7 @@ def test_unknown_target_module_exits_3_naming_the_choices(tmp_path, model_dir):
     )
     result = run_runtime(paths, tmp_path / "out")
     assert result.returncode == 3
-    error = _error(result)
+    error = error_event(result)
     assert "'qkv'" in error["message"] and "gate_proj" in error["hint"]
 
 
@@ -276,7 +123,7 @@ def test_sequence_longer_than_the_model_allows_exits_3(tmp_path, model_dir):
     config.write_text(config.read_text().replace("max_seq_len = 128\n", "max_seq_len = 4096\n"))
     result = run_runtime(paths, tmp_path / "out")
     assert result.returncode == 3
-    assert "512" in _error(result)["message"]
+    assert "512" in error_event(result)["message"]
 
 
 def test_changed_model_file_exits_3_before_training(tmp_path, model_dir):
@@ -287,7 +134,7 @@ def test_changed_model_file_exits_3_before_training(tmp_path, model_dir):
         handle.write("\n")
     result = run_runtime(paths, tmp_path / "out")
     assert result.returncode == 3
-    assert "config.json" in _error(result)["message"]
+    assert "config.json" in error_event(result)["message"]
     assert not (tmp_path / "out" / "metrics.jsonl").exists()
 
 
@@ -299,21 +146,21 @@ def test_template_field_missing_from_data_exits_3(tmp_path, model_dir):
     )
     result = run_runtime(paths, tmp_path / "out")
     assert result.returncode == 3
-    assert "'topic'" in _error(result)["message"]
+    assert "'topic'" in error_event(result)["message"]
 
 
 def test_changed_example_content_exits_3(tmp_path, model_dir):
     paths = make_recipe(tmp_path, model_dir=model_dir)
-    records = _records()
-    records[0]["response"] = "changed"
-    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    rows = example_records()
+    rows[0]["response"] = "changed"
+    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
     (paths["data"] / "data.jsonl").write_text(lines)
     dataset = json.loads((paths["recipe"] / "dataset.json").read_text())
-    dataset["files"]["data.jsonl"] = _sha(paths["data"] / "data.jsonl")
+    dataset["files"]["data.jsonl"] = sha256_of(paths["data"] / "data.jsonl")
     (paths["recipe"] / "dataset.json").write_text(json.dumps(dataset))
     result = run_runtime(paths, tmp_path / "out")
     assert result.returncode == 3
-    assert "changed" in _error(result)["message"]
+    assert "changed" in error_event(result)["message"]
 
 
 def test_out_of_memory_hint_names_the_settings_to_lower():

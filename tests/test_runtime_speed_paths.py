@@ -20,6 +20,7 @@ from bundler.runtime.fused_decoder import document_mask  # noqa: E402
 from bundler.runtime.kernels import Kernels, configure_compile  # noqa: E402
 from bundler.runtime.modeling import apply_lora  # noqa: E402
 from bundler.runtime.packing import collate_packed, pack_documents, packed_batches  # noqa: E402
+from bundler.runtime.specs import LoraSpec  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -39,7 +40,7 @@ def tiny_lora(dropout: float = 0.0, seed: int = 0):
     )
     torch.manual_seed(seed)
     base = LlamaForCausalLM(config)
-    lora = {"r": 8, "alpha": 16, "dropout": dropout, "target_modules": TARGETS}
+    lora = LoraSpec(r=8, alpha=16, dropout=dropout, target_modules=tuple(TARGETS), init_seed=1, quantization="none")
     model = apply_lora(base, lora, init_seed=1, compute_dtype=torch.float32)
     with torch.no_grad():  # non-zero B, so every adapter term is exercised
         for name, p in sorted(model.peft_model.named_parameters()):

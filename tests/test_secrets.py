@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from bundler.bundle import bag as fmt
+from bundler.bundle.scrub import REDACTED, refuse_secrets, scrub_text, scrub_tree, secret_values
 from bundler.bundle.verify import verify_bundle
 from bundler.errors import SecretError
-from bundler.bundle.scrub import REDACTED, refuse_secrets, scrub_text, scrub_tree, secret_values
 from tests.conftest import git, run_cli
 
 # Shaped like the real thing, but made up here.

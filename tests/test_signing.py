@@ -10,7 +10,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bundler.errors import OutputExistsError, SigningKeyError
 from bundler.bundle.signing import (
     generate_key,
     load_private_key,
@@ -19,6 +18,7 @@ from bundler.bundle.signing import (
     sign_envelope,
     verify_envelope,
 )
+from bundler.errors import OutputExistsError, SigningKeyError
 from tests.conftest import run_cli
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import random
 import unicodedata
 from pathlib import Path
@@ -12,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from bundler.recipe.config import BundleConfig, parse_config
 from bundler.errors import EXIT_INPUT, ConfigError, DatasetChangedError, DatasetError, SplitError
+from bundler.recipe.config import BundleConfig, parse_config
 from bundler.recipe.splits import (
     SCHEMA,
     build_manifest,
@@ -135,14 +134,14 @@ def test_record_order_does_not_change_a_split_without_duplicates() -> None:
 
 
 def test_without_an_id_field_the_content_hash_is_the_id_and_it_is_said(
-    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     rows = [{"prompt": f"q{i}", "response": "a"} for i in range(60)]
-    with caplog.at_level(logging.INFO, logger="bundler.recipe.splits"):
-        manifest = build_manifest(rows, make_config({"id_field": None}), DATASET)
+    manifest = build_manifest(rows, make_config({"id_field": None}), DATASET)
     assert manifest["id_field"] is None and manifest["id_source"] == "content-sha256"
     assert set(placement(manifest)) == {content_hash(r) for r in rows}
-    assert "content hash" in caplog.text
+    warned = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "warning: data.id_field is not set" in warned and "content hash" in warned
 
 
 # ---------------------------------------------------------------- dedupe and leakage
@@ -245,13 +244,13 @@ def test_stratified_split_has_exact_per_class_counts() -> None:
 
 
 def test_stratified_warns_about_classes_too_small_for_every_split(
-    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     rows = examples(40, label="big") + [{"id": "r1", "prompt": "rare", "response": "x", "label": "rare"}]
-    with caplog.at_level(logging.WARNING, logger="bundler.recipe.splits"):
-        manifest = build_manifest(rows, make_config({"label_field": "label"}, method="stratified"), DATASET)
+    manifest = build_manifest(rows, make_config({"label_field": "label"}, method="stratified"), DATASET)
     assert manifest["method"]["small_classes"] == ["rare"]
-    assert "too small" in caplog.text and "'rare'" in caplog.text
+    warned = " ".join(capsys.readouterr().err.split())
+    assert "warning: 1 class(es) too small to appear in every split: 'rare'" in warned
 
 
 def test_temporal_split_puts_the_oldest_in_train_and_records_the_cuts() -> None:

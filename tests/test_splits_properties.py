@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bundler.recipe.config import BundleConfig
 from bundler.errors import SplitError
+from bundler.recipe.config import BundleConfig
 from bundler.recipe.splits import DROPPED, build_manifest, find_leakage, largest_remainder, select_split
 
 DATASET = {"format": "jsonl", "source": "data.jsonl", "files": {}}

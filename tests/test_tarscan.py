@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from bundler.bundle.archive import export_bundle, import_bundle, verify_archive, verify_stream
 from bundler.bundle.tarscan import BLOCK, TarLimits
 from bundler.errors import BundlerError, InputError, UnsafeArchiveError
-from tests.test_archive import full_bundle
+from tests.fixtures.bundles import full_bundle
 
 
 def header(
@@ -289,7 +289,7 @@ def test_an_import_terminated_with_sigterm_leaves_no_partial_directory(tmp_path:
     import signal
 
     bundle = full_bundle(tmp_path / "bundle", tmp_path / "run")
-    from tests.test_bundle_format import add_fake_run
+    from tests.fixtures.bundles import add_fake_run
 
     add_fake_run(bundle, tmp_path / "big", payload=os.urandom(1 << 20) * 64)  # 64 MiB: the import takes a while
     export_bundle(bundle, tmp_path / "b.tar")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_runtime import make_recipe
+from tests.fixtures.runtime_recipe import make_recipe
 
 STEPS = 4
 TRAIN = {"max_steps": STEPS, "eval_every": STEPS, "batch_size": 8}

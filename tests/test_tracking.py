@@ -12,12 +12,12 @@ import pytest
 import tomli_w
 import tomllib
 
-from bundler.recipe.config import parse_config
 from bundler.errors import ConfigError
-from bundler.runners.launch import RunRequest
+from bundler.recipe.config import parse_config
 from bundler.runners.host import host_invocation
+from bundler.runners.launch import RunRequest
 from bundler.runtime.tracking import metric_items
-from tests.test_runtime import _error, make_recipe, make_tiny
+from tests.fixtures.runtime_recipe import error_event, make_recipe
 
 MINIMAL = """
 [project]
@@ -43,13 +43,6 @@ def _host_run(
     request = RunRequest(bundle=bundle, model_dir=paths["model"], data_dir=paths["data"], tracking=tracking)
     command, env = host_invocation(request, out)
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model = tmp_path_factory.mktemp("tiny") / "model"
-    make_tiny(model)
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +84,7 @@ def _only_run(store: Path):
     return client, runs[0]
 
 
+@pytest.mark.slow
 def test_mlflow_metric_histories_equal_metrics_jsonl(mlflow_run: tuple[Path, Path]) -> None:
     out, store = mlflow_run
     client, run = _only_run(store)
@@ -104,6 +98,7 @@ def test_mlflow_metric_histories_equal_metrics_jsonl(mlflow_run: tuple[Path, Pat
         assert logged == history, key
 
 
+@pytest.mark.slow
 def test_mlflow_run_holds_final_eval_adapter_hash_and_config(mlflow_run: tuple[Path, Path]) -> None:
     out, store = mlflow_run
     _client, run = _only_run(store)
@@ -116,6 +111,7 @@ def test_mlflow_run_holds_final_eval_adapter_hash_and_config(mlflow_run: tuple[P
     assert run.data.params["train.max_steps"] == "30"
 
 
+@pytest.mark.slow
 def test_tracking_changes_no_adapter_byte_and_adds_no_run_file(untracked: Path, mlflow_run: tuple[Path, Path]) -> None:
     tracked, _store = mlflow_run
     adapter = "adapter/adapter_model.safetensors"
@@ -124,6 +120,7 @@ def test_tracking_changes_no_adapter_byte_and_adds_no_run_file(untracked: Path, 
     assert files == sorted(p.relative_to(tracked).as_posix() for p in tracked.rglob("*") if p.is_file())
 
 
+@pytest.mark.slow
 def test_tracking_writes_no_token_into_the_run(tmp_path: Path, model_dir: Path, monkeypatch) -> None:
     pytest.importorskip("mlflow")
     token = "sk-" + "Q" * 40  # the shape of a W&B/OpenAI-style key
@@ -144,7 +141,7 @@ def test_configured_tracker_without_its_library_stops_before_training(tmp_path: 
     _with_tracking(paths["recipe"], {"backend": "wandb", "project": "p"})
     result = _host_run(bundle, paths, tmp_path / "out")
     assert result.returncode == 3, result.stdout + result.stderr
-    error = _error(result)
+    error = error_event(result)
     assert "wandb is not installed" in error["message"]
     assert "requirements.in" in error["hint"]
     assert not (tmp_path / "out" / "metrics.jsonl").exists()
@@ -157,11 +154,12 @@ def test_mlflow_without_a_store_is_refused_before_training(tmp_path: Path, model
     _with_tracking(paths["recipe"], {"backend": "mlflow"})
     result = _host_run(bundle, paths, tmp_path / "out")
     assert result.returncode == 3, result.stdout + result.stderr
-    assert "tracking_uri" in _error(result)["hint"]
+    assert "tracking_uri" in error_event(result)["hint"]
     assert not (tmp_path / "out" / "metrics.jsonl").exists()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb is not installed")
+@pytest.mark.slow
 def test_wandb_runs_offline_into_the_configured_directory(tmp_path: Path, model_dir: Path) -> None:
     bundle = tmp_path / "bundle"
     paths = make_recipe(bundle / "data", model_dir=model_dir, config_overrides={"train": {"max_steps": 3}})
@@ -191,7 +189,7 @@ def test_tracking_uri_must_be_a_local_store_without_credentials(uri: str, proble
     assert any(p.location == "tracking.tracking_uri" and problem in p.message for p in caught.value.problems)
 
 
-def test_unknown_tracking_backend_is_a_config_error() -> None:
+def test_unknown_tracking_backend_is_a_configerror_event() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(MINIMAL + '[tracking]\nbackend = "tensorboard"\n')
     assert [p.location for p in caught.value.problems] == ["tracking.backend"]

@@ -48,7 +48,7 @@ def test_a_swapped_wheel_fails_verify_even_with_resealed_manifests(vendored: Pat
     seal_bundle(bundle)  # the manifests now agree with the swapped file; only the lock's hash can catch it
     done = run_cli("verify", str(bundle))
     assert done.returncode == 1
-    assert f"data/vendor/wheels/{victim.name} does not match data/recipe/requirements.lock" in done.stderr
+    assert f"data/vendor/wheels/{victim.name}: does not match data/recipe/requirements.lock" in done.stderr
 
 
 def test_docker_runner_takes_the_vendored_wheels_without_any_index(

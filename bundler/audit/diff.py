@@ -13,9 +13,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from bundler.bundle.bag import RECIPE, RUNS, bundle_id_of, list_runs, open_bundle, read_json_object
+from bundler.bundle.lockfile import parse_lock
+from bundler.records import RecipeView
 
 DIFF_SCHEMA = "bundler.diff/1"
 SPLITS = ("train", "val", "test")
@@ -41,15 +41,10 @@ def changed_values(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[
 
 
 def _config(recipe: Path) -> dict[str, Any]:
-    try:
-        return flatten(tomllib.loads((recipe / "config.toml").read_text(encoding="utf-8")))
-    except (OSError, tomllib.TOMLDecodeError):
-        return {}
+    return flatten(RecipeView.at(recipe).config)
 
 
 def _locked_versions(recipe: Path) -> dict[str, str]:
-    from bundler.bundle.lockfile import parse_lock
-
     path = recipe / "requirements.lock"
     return {pin.name: pin.version for pin in parse_lock(path)} if path.is_file() else {}
 
@@ -170,6 +165,7 @@ def _diff_directories(a: Path, b: Path, shown_a: Path, shown_b: Path) -> dict[st
 def _as_directory(path: Path) -> Iterator[Path]:
     """A bundle directory as is; an exported tar imported (safely, verified) into a temp dir for the diff."""
     if path.is_file():
+        # deferred: it loads cryptography, which callers that never reach this line should not pay for
         from bundler.bundle.archive import import_bundle
 
         with tempfile.TemporaryDirectory(prefix="bundler-diff-") as tmp:

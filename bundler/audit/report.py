@@ -9,6 +9,7 @@ from typing import Any
 
 from bundler.bundle.atomic import atomic_write_bytes, atomic_write_text
 from bundler.bundle.hashing import canonical_json
+from bundler.paths import resource_dir
 
 VERDICT_COLORS = {"IDENTICAL": "green", "EQUIVALENT": "yellow", "DIVERGED": "red"}
 DIVERGENCE_COLOR = "#d62728"  # used for nothing else in the overlay, so the mark can be found in its pixels
@@ -226,8 +227,6 @@ def render_overlay_png(report: dict[str, Any]) -> bytes:
 def render_html(report: dict[str, Any], png: bytes) -> str:
     """The report as one self-contained page (the PNG inlined as a data URI), autoescaped by jinja2."""
     import jinja2
-
-    from bundler.paths import resource_dir
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),

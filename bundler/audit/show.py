@@ -6,10 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from bundler.bundle.bag import RECIPE, RUNS, list_runs, open_bundle, read_bag_info
-from bundler.records import hardware_fingerprint
+from bundler.records import RecipeView, RunView, hardware_fingerprint
 
 
 def _json(path: Path) -> Any:
@@ -20,9 +18,8 @@ def _json(path: Path) -> Any:
 
 
 def describe_run(bundle: Path, run_id: str) -> dict[str, Any]:
-    run_dir = bundle / RUNS / run_id
-    results = _json(run_dir / "results.json") or {}
-    record = _json(run_dir / "run.json") or {}
+    run = RunView.read(bundle / RUNS / run_id)
+    results, record = run.results, run.record
     return {
         "run_id": run_id,
         "runner": record.get("runner"),
@@ -31,9 +28,9 @@ def describe_run(bundle: Path, run_id: str) -> dict[str, Any]:
         "steps": results.get("steps"),
         "final_train_loss": results.get("final_train_loss"),
         "eval": results.get("eval"),
-        "hardware": hardware_fingerprint(_json(run_dir / "env.json")),
+        "hardware": hardware_fingerprint(run.env),
         "drift": record.get("drift") or [],
-        "published": _json(run_dir / "publish.json"),
+        "published": run.published,
     }
 
 
@@ -41,10 +38,10 @@ def describe_bundle(bundle: Path) -> dict[str, Any]:
     open_bundle(bundle)
     recipe = bundle / RECIPE
     info = read_bag_info(bundle)
-    config_path = recipe / "config.toml"
-    config = tomllib.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    view = RecipeView.at(recipe)
     splits = _json(recipe / "splits.json") or {}
     try:
+        # deferred: it loads pydantic, which callers that never reach this line should not pay for
         from bundler.recipe.splits import summarize
 
         split_summary = summarize(splits) if splits else {}
@@ -59,13 +56,8 @@ def describe_bundle(bundle: Path) -> dict[str, Any]:
         "source": _json(recipe / "source.json"),
         "image": _json(recipe / "image.lock.json"),
         "model": {k: v for k, v in (_json(recipe / "model.json") or {}).items() if k != "files"},
-        "seeds": {
-            "project": config.get("project", {}).get("seed"),
-            "split": config.get("split", {}).get("seed"),
-            "train": config.get("train", {}).get("seed"),
-            "lora_init": config.get("lora", {}).get("init_seed"),
-        },
-        "config": config,
+        "seeds": view.seeds(),
+        "config": view.config,
         "splits": split_summary,
         "runs": [describe_run(bundle, run_id) for run_id in list_runs(bundle)],
     }

@@ -24,16 +24,7 @@ def sha256_bytes(data: bytes) -> str:
 
 def sha256_file(path: Path | str) -> str:
     """Return the hex sha256 of a file, read in streaming chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as handle:
-        buffer = bytearray(CHUNK)
-        view = memoryview(buffer)
-        while True:
-            size = handle.readinto(buffer)
-            if not size:
-                break
-            digest.update(view[:size])
-    return digest.hexdigest()
+    return digest_file(path, ("sha256",))["sha256"]
 
 
 def digest_file(path: Path | str, algorithms: Iterable[str]) -> dict[str, str]:

@@ -144,8 +144,9 @@ def replay(
     as_json: bool,
 ) -> None:
     """Verify BUNDLE, run it again, compare with a recorded run: IDENTICAL, EQUIVALENT (exit 0) or DIVERGED (1)."""
-    from bundler.audit.replay import parse_tolerance, replay_bundle
+    from bundler.audit.replay import replay_bundle
     from bundler.audit.report import render_table, write_report
+    from bundler.audit.runcompare import parse_tolerance
     from bundler.errors import ReplayDiverged
 
     bounds = parse_tolerance(tolerance)  # before anything runs: a typo must not cost a training run

@@ -8,6 +8,9 @@ import click
 
 from bundler.cli.options import RUNNER_CHOICE, emit, handles_errors, json_option, resolved_path
 
+# `bundler run --json`; until issue 17 it was also "bundler.run/1", the name of run.json's own shape.
+RUN_RESULT_SCHEMA = "bundler.run-result/1"
+
 
 @click.command()
 @click.argument("path", type=resolved_path(file_okay=False), default=".")
@@ -123,7 +126,14 @@ def split(project: Path, out: Path | None, as_json: bool) -> None:
     help="Directory to write the bundle into (must not hold one).",
 )
 @click.option("--allow-dirty", is_flag=True, help="Bundle uncommitted changes as a patch; the bundle is marked dirty.")
-@click.option("--runner", type=RUNNER_CHOICE, default="venv", show_default=True, help="Where the fine-tune runs.")
+@click.option(
+    "--runner",
+    type=RUNNER_CHOICE,
+    default="auto",
+    envvar="BUNDLER_RUNNER",
+    show_default=True,
+    help="Where the fine-tune runs; auto: docker when an engine answers, else venv (stderr says which and why).",
+)
 @click.option("--no-run", is_flag=True, help="Write the bundle without running the fine-tune.")
 @click.option("--no-vendor-data", is_flag=True, help="Do not copy the dataset files into data/vendor/.")
 @click.option(
@@ -171,7 +181,14 @@ def build(
 
 @click.command()
 @click.argument("bundle", type=resolved_path())
-@click.option("--runner", type=RUNNER_CHOICE, default="venv", show_default=True)
+@click.option(
+    "--runner",
+    type=RUNNER_CHOICE,
+    default="auto",
+    envvar="BUNDLER_RUNNER",
+    show_default=True,
+    help="auto: docker when an engine answers, else venv.",
+)
 @click.option(
     "--model", "model_dir", type=resolved_path(), help="Model snapshot, when the bundle does not vendor it."
 )
@@ -266,7 +283,7 @@ def run(
     run_id = run_bundle(
         bundle, runner=runner, model_dir=model, data_dir=data, allow_drift=allow_drift, gpus=gpus, processes=processes
     )
-    emit({"schema": "bundler.run/1", "bundle": str(bundle), "run_id": run_id}, as_json, run_id)
+    emit({"schema": RUN_RESULT_SCHEMA, "bundle": str(bundle), "run_id": run_id}, as_json, run_id)
 
 
 @click.command()

@@ -122,4 +122,3 @@ def refused(ref: OciReference, what: str, response: Any) -> RegistryRequestError
     status = response.status_code
     hint = _LOGIN_HINT.format(registry=ref.registry) if status in (401, 403) else ""
     return RegistryRequestError(str(ref), what, status, registry_error(response), hint)
-

@@ -17,12 +17,20 @@ from typing import Any
 
 from bundler.bundle.finding import Finding
 from bundler.bundle.hashing import CHUNK
-from bundler.errors import BlobDigestMismatchError, NotABundleError, OciReferenceError, RegistryUnavailableError
+from bundler.errors import (
+    BlobDigestMismatchError,
+    NotABundleError,
+    OciReferenceError,
+    OutputExistsError,
+    RegistryUnavailableError,
+    VerifyFailed,
+)
 from bundler.oci import ARTIFACT_TYPE, BUNDLE_LAYER, FILEPATH, MANIFEST_MEDIA_TYPE
 from bundler.oci.client import container_name, reason, refused, registry_client
 from bundler.oci.reference import DIGEST, OciReference, parse_reference
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class ResolvedArtifact:
@@ -173,8 +181,8 @@ def layer_findings(artifact: ResolvedArtifact, hashed: dict[str, str]) -> list[F
 
 def import_from_registry(target: str, out: Path, limits: Any, *, allow_tag: bool) -> tuple[Any, ResolvedArtifact]:
     """Fetch a bundle by digest and import it as `bundler import FILE.tar` would; nothing left at `out` on failure."""
+    # deferred: it loads cryptography, which callers that never reach this line should not pay for
     from bundler.bundle.archive import import_bundle
-    from bundler.errors import OutputExistsError, VerifyFailed
 
     out = out.resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -194,6 +202,7 @@ def import_from_registry(target: str, out: Path, limits: Any, *, allow_tag: bool
 
 def verify_from_registry(target: str, *, allow_tag: bool, **checks: object) -> tuple[Any, ResolvedArtifact]:
     """Fetch a bundle by digest and verify it exactly as `bundler verify FILE.tar` would (same `checks`)."""
+    # deferred: it loads cryptography, which callers that never reach this line should not pay for
     from bundler.bundle.archive import verify_archive
 
     with pulled_bundle(target, allow_tag=allow_tag) as pulled:

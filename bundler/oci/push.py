@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bundler.bundle.bag import RUNS, list_runs
 from bundler.bundle.hashing import CHUNK, canonical_json
 from bundler.errors import BlobDigestMismatchError, OciReferenceError, RegistryRequestError
 from bundler.oci import (
@@ -45,8 +46,8 @@ class OciPushResult:
 
 def push_bundle(bundle: Path, target: str) -> OciPushResult:
     """Export `bundle` (verified) and push it to `target` as an artifact; return the manifest digest."""
+    # deferred: it loads cryptography, which callers that never reach this line should not pay for
     from bundler.bundle.archive import export_bundle, top_directory
-    from bundler.bundle.bag import RUNS, list_runs
 
     ref = parse_reference(target)
     if ref.digest:
@@ -124,4 +125,3 @@ def _descriptor(path: Path, media_type: str, annotations: dict[str, str] | None 
     if annotations:
         descriptor["annotations"] = annotations
     return descriptor
-

@@ -25,8 +25,13 @@ class OciReference:
     digest: str | None = None
 
     def __str__(self) -> str:
-        return SCHEME + self.registry + "/" + self.repository + (f":{self.tag}" if self.tag else "") + (
-            f"@{self.digest}" if self.digest else ""
+        return (
+            SCHEME
+            + self.registry
+            + "/"
+            + self.repository
+            + (f":{self.tag}" if self.tag else "")
+            + (f"@{self.digest}" if self.digest else "")
         )
 
     def pinned(self, digest: str) -> OciReference:
@@ -57,4 +62,3 @@ def parse_reference(text: str) -> OciReference:
     if not _HOST.match(registry) or not repository or not _REPOSITORY.match(repository):
         raise OciReferenceError(text, "needs a registry host and a lower-case repository name")
     return OciReference(registry, repository, tag, digest)
-

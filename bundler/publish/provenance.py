@@ -49,8 +49,9 @@ from bundler.bundle.bag import (
     write_tags,
 )
 from bundler.bundle.hashing import canonical_json, manifest_lines, sha256_bytes
+from bundler.errors import InputError
 from bundler.publish.rocrate import build_crate
-from bundler.records import determinism_variables, read_toml, runtime_digest
+from bundler.records import RecipeView, determinism_variables, hardware_fingerprint, runtime_digest
 
 BUILD_TYPE = "urn:bundler:buildtype:lora-finetune:v1"
 BUILDER_ID = f"urn:bundler:builder:bundler@{__version__}"
@@ -60,8 +61,6 @@ def write_provenance(bundle: Path, run_id: str) -> list[Path]:
     """Write the RO-Crate metadata and the run's statement and manifest; keep the bag valid; return the paths."""
     open_bundle(bundle)
     if not (bundle / RUNS / run_id).is_dir():
-        from bundler.errors import InputError
-
         raise InputError(f"run {run_id} does not exist in {bundle}", "`bundler inspect <bundle>` lists the runs")
     crate_text = canonical_json(build_crate(bundle))
     atomic_write_text(bundle / CRATE, crate_text)
@@ -79,11 +78,9 @@ def write_provenance(bundle: Path, run_id: str) -> list[Path]:
 
 def build_statement(bundle: Path, run_id: str, payload: Mapping[str, str], run_manifest_sha: str) -> dict[str, Any]:
     """The in-toto Statement v1 with an SLSA provenance v1 predicate for one run (pure: files in, dict out)."""
-    from bundler.records import hardware_fingerprint
-
     recipe = bundle / RECIPE
     run_prefix = f"{RUNS}/{run_id}/"
-    config = read_toml(recipe / "config.toml")
+    view = RecipeView.at(recipe)
     run_record = read_json_object(bundle / run_prefix / "run.json")
     env = read_json_object(bundle / run_prefix / "env.json")
     subjects = [
@@ -114,8 +111,8 @@ def build_statement(bundle: Path, run_id: str, payload: Mapping[str, str], run_m
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
                 "externalParameters": {
-                    "config": config,
-                    "seeds": _seeds(config),
+                    "config": view.config,
+                    "seeds": view.recorded_seeds(),
                     "maxStepsOverride": run_record.get("max_steps_override"),
                 },
                 "internalParameters": {"runner": runner, "environment": determinism_variables(env)},
@@ -218,17 +215,6 @@ def resolved_dependencies(bundle: Path, payload: Mapping[str, str]) -> list[dict
             }
         )
     return deps
-
-
-def _seeds(config: Mapping[str, Any]) -> dict[str, Any]:
-    seeds = {
-        "project.seed": (config.get("project") or {}).get("seed"),
-        "train.seed": (config.get("train") or {}).get("seed"),
-        "lora.init_seed": (config.get("lora") or {}).get("init_seed"),
-        "split.seed": (config.get("split") or {}).get("seed"),
-        "model.tiny.seed": ((config.get("model") or {}).get("tiny") or {}).get("seed"),
-    }
-    return {k: v for k, v in seeds.items() if v is not None}
 
 
 def _file(payload: Mapping[str, str], rel: str, **annotations: Any) -> dict[str, Any]:

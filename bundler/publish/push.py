@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bundler.bundle.bag import open_bundle, record_run_file, resolve_run
+from bundler.bundle.hashing import canonical_json, sha256_bytes
+from bundler.bundle.scrub import find_secret
 from bundler.errors import (
     CardMetadataError,
     HubAuthError,
@@ -24,6 +27,7 @@ from bundler.errors import (
     MissingAdapterError,
     SecretError,
 )
+from bundler.publish.card import is_local_path, parse_card, render_card, store_card
 
 PUBLISH_SCHEMA = "bundler.publish/1"
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
@@ -56,7 +60,6 @@ def push_run(
     The returned dict is the record plus `new_commit` (False when the Hub already held exactly these
     files, so no commit was made and `commit` is the branch head).
     """
-    from bundler.bundle.bag import open_bundle, resolve_run
 
     check_repo_id(repo_id)
     branch = revision or "main"
@@ -64,8 +67,6 @@ def push_run(
     run_id = resolve_run(bundle_dir, run_id)
     run_dir = bundle_dir / "data" / "runs" / run_id
     check_adapter(run_dir)
-
-    from bundler.publish.card import parse_card, render_card, store_card
 
     card = render_card(bundle_dir, run_id, repo_id=repo_id, strict=True)
     token = token or _token_now()
@@ -78,9 +79,6 @@ def push_run(
 
     with _xet_disabled():
         commit, new_commit, url = _upload(repo_id, branch, private, token, files, run_id)
-
-    from bundler.bundle.bag import record_run_file
-    from bundler.bundle.hashing import canonical_json, sha256_bytes
 
     record = {
         "schema": PUBLISH_SCHEMA,
@@ -112,8 +110,6 @@ def check_adapter(run_dir: Path) -> None:
     """The run has both adapter files, and its config names the base model by Hub ID, not a path."""
     import json
 
-    from bundler.publish.card import is_local_path
-
     missing = [f"adapter/{name}" for name in ADAPTER_FILES if not (run_dir / "adapter" / name).is_file()]
     if missing:
         raise MissingAdapterError(run_dir, missing)
@@ -136,7 +132,6 @@ def check_adapter(run_dir: Path) -> None:
 def collect_files(bundle_dir: Path, run_id: str) -> list[PushFile]:
     """The commit's files: adapter at the repo root (where PeftModel.from_pretrained looks), card,
     loss image, and under bundle/ the payload manifest and the provenance files of the tag area."""
-    from bundler.bundle.scrub import find_secret
 
     run_dir = bundle_dir / "data" / "runs" / run_id
     files = [PushFile(p.name, p.read_bytes()) for p in sorted((run_dir / "adapter").iterdir()) if p.is_file()]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bundler.bundle.bag import PAYLOAD, RECIPE, RUNS, VENDOR, bundle_id_of, list_runs, payload_hashes, read_json_object
-from bundler.records import determinism_variables, read_toml, runtime_digest
+from bundler.records import RecipeView, determinism_variables, runtime_digest
 
 RO_CRATE_CONTEXT = ["https://w3id.org/ro/crate/1.1/context", "https://w3id.org/ro/terms/workflow-run/context"]
 
@@ -35,7 +35,7 @@ def build_crate(bundle: Path) -> dict[str, Any]:
     """ro-crate-metadata.json for the payload (crate root = data/): a CreateAction per recorded run."""
     payload = payload_hashes(bundle)
     recipe = bundle / RECIPE
-    config = read_toml(recipe / "config.toml")
+    view = RecipeView.at(recipe)
     bundle_id = bundle_id_of(bundle)
     entities: dict[str, dict[str, Any]] = {}
 
@@ -75,7 +75,7 @@ def build_crate(bundle: Path) -> dict[str, Any]:
         "description": "A content-hashed LoRA fine-tuning run bundle (BagIt payload): recipe, inputs and runs.",
         "identifier": f"bundler:{bundle_id}",
         "conformsTo": [{"@id": PROCESS_RUN_CRATE}],
-        "license": str((config.get("publish") or {}).get("license") or "not recorded"),
+        "license": str(view.value("publish.license") or "not recorded"),
         "hasPart": [{"@id": i} for i in sorted(entities) if entities[i]["@type"] == "File" or i == instrument_id],
         "mentions": [{"@id": a["@id"]} for a in actions],
     }

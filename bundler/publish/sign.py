@@ -32,6 +32,8 @@ from bundler.bundle.bagit import bag_info_pairs
 from bundler.bundle.hashing import canonical_json
 from bundler.bundle.oms import ADAPTER_DIR, MODEL_SIGNATURE, can_sign_models, sign_adapter
 from bundler.bundle.signing import PublicKey, load_private_key, sign_envelope, signer_record
+from bundler.bundle.verify import verify_bundle
+from bundler.errors import InputError, VerifyFailed
 from bundler.publish.provenance import write_provenance
 
 # Findings about earlier signatures do not stop a new one: signing again is how a change after a push is vouched for.
@@ -49,9 +51,6 @@ def sign_bundle(bundle: Path, key_path: Path) -> dict[str, Any]:
     Refuses (VerifyFailed, exit 1) a bundle that fails verify for any reason but its earlier signatures,
     since signing would bless the change.
     """
-    from bundler.bundle.verify import verify_bundle
-    from bundler.errors import VerifyFailed
-
     key = load_private_key(key_path)
     open_bundle(bundle)
     remove_stale_partials(bundle)
@@ -120,7 +119,6 @@ def sign_adapters(bundle: Path, key_path: Path) -> list[str]:
             (bundle / rel).unlink(missing_ok=True)
         for path, data in tags.items():
             path.write_bytes(data)
-        from bundler.errors import InputError
 
         raise InputError(
             f"cannot write model.sig into {bundle}: {exc.strerror or exc}; nothing was added",
@@ -157,8 +155,6 @@ def _add_directory(bundle: Path, rel: str, files: dict[str, str]) -> None:
 
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError):
-            from bundler.errors import InputError
-
             raise InputError(
                 f"cannot write the signature {rel} into {bundle}: {exc.strerror or exc}; nothing was added",
                 "free space or fix permissions, then run `bundler sign` again",

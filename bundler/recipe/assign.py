@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -23,10 +22,9 @@ from datetime import date, datetime, timezone
 from fractions import Fraction
 from typing import Any
 
+from bundler import ui
 from bundler.errors import DatasetError, SplitError
 from bundler.recipe.config import DataConfig, SplitConfig
-
-log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 DROPPED = "dropped"
@@ -291,11 +289,7 @@ def assign_stratified(table: ExampleTable, units: Units, split: SplitConfig) -> 
                 places[u] = name
             start += counts[name]
     if small:
-        log.warning(
-            "%d class(es) too small to appear in every split: %s",
-            len(small),
-            ", ".join(repr(s) for s in small[:10]),
-        )
+        ui.warn(f"{len(small)} class(es) too small to appear in every split: {', '.join(repr(s) for s in small[:10])}")
     return places, small
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import logging
 import os
 import re
 from collections.abc import Sequence
@@ -16,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from bundler.errors import DatasetError
+from bundler import hub, ui
+from bundler.errors import DatasetError, SymlinkError
 from bundler.recipe.config import HUB_DATASET_PREFIXES, BundleConfig
-
-log = logging.getLogger(__name__)
+from bundler.text import check_utf8_file
 
 DATASET_SCHEMA = "bundler.dataset/1"
 
@@ -120,7 +119,6 @@ def find_dataset_files(config: BundleConfig, project_dir: Path) -> DatasetFiles:
 
 def _refuse_broken_link(path: Path) -> None:
     """A broken link (or a loop) on the way to the data is named, with where it points."""
-    from bundler.errors import SymlinkError
 
     for candidate in (path, *path.parents):
         if candidate.is_symlink():
@@ -176,7 +174,6 @@ def find_hub_dataset_files(config: BundleConfig) -> DatasetFiles:
     Each file must match the Hub's metadata at that commit (an LFS file's sha256, else its git blob
     sha1) before it is read; dataset.json then records the commit and every file's sha256.
     """
-    from bundler import hub
 
     spec = config.data.path
     match = _HUB_DATASET.match(spec)
@@ -194,12 +191,9 @@ def find_hub_dataset_files(config: BundleConfig) -> DatasetFiles:
     revision = inline or config.data.revision or "main"
     pinned = hub.resolve_revision(repo_id, "dataset", revision)
     if not _COMMIT.match(revision):
-        log.warning(
-            "data.revision %r of %s resolved to commit %s (recorded in dataset.json); "
-            "set data.revision to that sha to pin the project to it",
-            revision,
-            repo_id,
-            pinned.commit,
+        ui.warn(
+            f"data.revision {revision!r} of {repo_id} resolved to commit {pinned.commit} (recorded in dataset.json); "
+            "set data.revision to that sha to pin the project to it"
         )
     chosen = _hub_candidates(list(pinned.files), inside)
     where = f"{spec} at commit {pinned.commit[:12]}"
@@ -279,7 +273,6 @@ def load_records(config: BundleConfig, project_dir: Path) -> DatasetRecords:
 
 def check_text_files(found: DatasetFiles) -> None:
     """JSONL and CSV files must be UTF-8 (what the runtime reads them as); the first bad byte is named."""
-    from bundler.text import check_utf8_file
 
     if found.format in ("jsonl", "csv"):
         for name in sorted(found.files):

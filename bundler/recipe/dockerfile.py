@@ -9,9 +9,8 @@ from pathlib import Path
 
 from bundler.errors import InputError
 from bundler.paths import render_template
+from bundler.runtime.contract import DETERMINISM_ENV
 
-# Set before the interpreter starts (design section 5); the runtime records them in env.json.
-DETERMINISM_ENV = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8", "PYTHONHASHSEED": "0"}
 LABEL_BUNDLE_ID = "org.bundler.bundle-id"
 LABEL_LOCK_SHA256 = "org.bundler.lock-sha256"
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import json
 import re
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import tomllib
 
+from bundler import ui
+from bundler.bundle.atomic import atomic_write_text
 from bundler.errors import InputError, UnknownImageError
 from bundler.paths import resource_dir
 from bundler.recipe.config import EnvironmentConfig
@@ -161,6 +162,16 @@ def resolve_digest(reference: str, *, timeout: float = 10.0) -> dict[str, str | 
     raise UnknownImageError(reference, [], [], registry_said="no linux/amd64 manifest in its manifest list")
 
 
+def local_tag_digest(reference: str) -> str | None:
+    """The digest a local registry's tag points at now (a machine-built base image); None for remote ones."""
+    try:
+        if not parse_reference(reference).is_local:
+            return None
+        return resolve_digest(reference, timeout=5.0)["manifest_digest"]
+    except (OSError, ValueError, InputError):  # the caller then gives its general advice
+        return None
+
+
 def image_lock_record(env: EnvironmentConfig, *, offline: bool, directory: Path | None = None) -> dict:
     """Build the image.lock.json record (reference, digests, cuda); never the local image ID."""
     entry = find_image(env.image, directory)
@@ -206,10 +217,7 @@ def _catalog_digests(entry: CatalogImage, why: str) -> dict[str, str | None]:
         )
     if not _DIGEST.match(entry.digest):
         raise InputError(f"images/{entry.name}.toml: digest {entry.digest!r} is not sha256:<64 hex>")
-    print(
-        f"bundler: {why}: pinning {entry.reference} to the catalog digest {entry.digest}",
-        file=sys.stderr,
-    )
+    ui.warn(f"{why}: pinning {entry.reference} to the catalog digest {entry.digest}")
     return {"index_digest": entry.digest, "manifest_digest": entry.digest}
 
 
@@ -220,7 +228,6 @@ def image_lock_text(record: dict) -> str:
 
 def write_image_lock(project_dir: Path, env: EnvironmentConfig, *, offline: bool) -> dict:
     """Resolve the base image and write <project>/image.lock.json atomically; return the record."""
-    from bundler.bundle.atomic import atomic_write_text
 
     record = image_lock_record(env, offline=offline)
     atomic_write_text(project_dir / "image.lock.json", image_lock_text(record))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bundler import ui
 from bundler.bundle.hashing import sha256_file
-from bundler.errors import EnvironmentSetupError
+from bundler.errors import EnvironmentSetupError, ResourceExhaustedError
 from bundler.paths import cache_dir
 
 
@@ -91,8 +91,6 @@ def _run_python(python: str, module_args: list[str], pythonpath: Path, knobs: li
     command = [python, "-m", *module_args]
     result = subprocess.run(command, env=env, capture_output=True, text=True, errors="replace")
     if result.returncode != 0 and knobs and is_out_of_memory(result.returncode, result.stderr.splitlines()):
-        from bundler.errors import ResourceExhaustedError
-
         raise ResourceExhaustedError(f"`python -m {module_args[0]}` ran out of memory", knobs)
     if result.returncode != 0:
         raise EnvironmentSetupError(

@@ -8,11 +8,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bundler import ui
+from bundler import hub, ui
+from bundler.bundle.atomic import atomic_write_text
 from bundler.bundle.hashing import canonical_json, hash_tree, sha256_bytes
-from bundler.errors import InputError
-from bundler.paths import cache_dir
+from bundler.errors import InputError, ModelLockStaleError
+from bundler.paths import cache_dir, runtime_source
 from bundler.recipe.config import BundleConfig
+from bundler.recipe.lockenv import run_module, run_module_here
 
 
 def tiny_model_dir(config: BundleConfig, lock_sha256: str) -> Path:
@@ -33,17 +35,12 @@ def materialize_tiny(config: BundleConfig, lock: Path, lock_sha256: str, use_hos
         args = ["runtime.tiny", str(tmp / "model"), json.dumps(config.model.tiny.model_dump(), sort_keys=True)]
         # Only the runtime goes on the path: bundler's own modules (e.g. inspect.py) would shadow the stdlib.
         package_dir = tmp / "pythonpath"
-        from bundler.paths import runtime_source
 
         shutil.copytree(runtime_source(), package_dir / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
         knobs = ["model.tiny.hidden_size", "model.tiny.intermediate_size", "model.tiny.vocab_size"]
         if use_host:
-            from bundler.recipe.lockenv import run_module_here
-
             run_module_here(args, package_dir, knobs)
         else:
-            from bundler.recipe.lockenv import run_module
-
             run_module(lock, args, package_dir, knobs)
         if target.exists():
             shutil.rmtree(target)
@@ -111,7 +108,6 @@ def select_model_files(paths: list[str]) -> list[str]:
 
 def lock_hub_model(config: BundleConfig) -> dict:
     """Resolve [model] revision to a commit and pin the sha256 of every file a load reads (model.lock.json)."""
-    from bundler import hub
 
     model = config.model
     pinned = hub.resolve_revision(model.id, "model", model.revision)
@@ -148,7 +144,6 @@ def pin_summary(record: dict) -> str:
 
 def write_model_lock(project: Path, config: BundleConfig, *, offline: bool = False) -> tuple[Path, dict]:
     """Write <project>/model.lock.json for a Hub or GGUF model; offline, keep a Hub pin there if it still matches."""
-    from bundler.bundle.atomic import atomic_write_text
 
     path = project / MODEL_LOCK
     if config.model.source == "gguf":
@@ -166,7 +161,6 @@ def write_model_lock(project: Path, config: BundleConfig, *, offline: bool = Fal
 
 def read_model_lock(project: Path, config: BundleConfig) -> dict:
     """Read model.lock.json and check it pins the model bundle.toml names (else ModelLockStaleError, exit 1)."""
-    from bundler.errors import ModelLockStaleError
 
     path = project / MODEL_LOCK
     if not path.is_file():
@@ -195,7 +189,6 @@ def hub_snapshot(record: dict) -> Path:
     Every file is checked against the sha256 the lock recorded (HubFileMismatchError, exit 2, names them).
     `bundler build` and `bundler run` (for a bundle whose model.json has source "hub") both come here.
     """
-    from bundler import hub
 
     cached = hub.snapshot_dir(record["id"], "model", record["commit"])
     if cached.is_dir() and not hub.verify_files(cached, record["files"]):

@@ -32,6 +32,7 @@ from bundler.bundle.atomic import atomic_write_text
 from bundler.bundle.hashing import canonical_json, sha256_bytes, sha256_file
 from bundler.bundle.lockfile import LockedRequirement, canonical_name, parse_lock
 from bundler.errors import EnvironmentSetupError, InputError
+from bundler.recipe.resolvers import source_args
 
 PYLOCK = "pylock.toml"
 _JSON_SIMPLE = "application/vnd.pypi.simple.v1+json"
@@ -123,7 +124,7 @@ def _with_uv(uv: str, lock: Path, python: str, uv_platform: str, sources: Any, o
         command = [
             *(uv, "pip", "compile", "requirements.lock", "--format", "pylock.toml", "--no-header", "--quiet"),
             *("--python-version", python, "--python-platform", uv_platform, "--index-strategy", "unsafe-best-match"),
-            *("--output-file", PYLOCK, *_source_args(sources)),
+            *("--output-file", PYLOCK, *source_args(sources)),
         ]
         if offline:
             command.append("--offline")
@@ -160,15 +161,6 @@ def _only_locked_files(text: str, pins: list[LockedRequirement]) -> str:
 
 def _files(package: dict[str, Any]) -> list[dict[str, Any]]:
     return [*package.get("wheels", []), *([package["sdist"]] if "sdist" in package else [])]
-
-
-def _source_args(sources: Any) -> list[str]:
-    args = ["--index-url", sources.index_url] if sources.index_url else ["--no-index"]
-    for url in sources.extra_index_urls:
-        args += ["--extra-index-url", url]
-    for url in sources.find_links:
-        args += ["--find-links", url]
-    return args
 
 
 def _converted(lock: Path, python: str, sources: Any) -> str:

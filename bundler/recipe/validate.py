@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bundler import hub
 from bundler.bundle.scrub import SecretFinding, scan_file, secret_values
 from bundler.errors import BundlerError, DataSecretError, InputProblemsError
 from bundler.recipe.config import BundleConfig, template_fields
 from bundler.recipe.datasource import DatasetFiles, find_dataset_files
+from bundler.text import check_utf8_file
 
 SHOWN = 8  # example IDs named per problem; the count says how many more
 # Llama-shaped families whose projection names and widths follow from config.json alone.
@@ -102,7 +104,6 @@ def check_with_model(config: BundleConfig, project: Path, model_dir: Path, repor
 
 def read_rows(found: DatasetFiles, problems: list[str]) -> list[dict[str, Any]]:
     """Read every row as the runtime will (json.loads per JSONL line, csv.DictReader); bad rows become problems."""
-    from bundler.text import check_utf8_file
 
     rows: list[dict[str, Any]] = []
     for name in sorted(found.files):
@@ -274,8 +275,6 @@ def _known_model_dir(config: BundleConfig, project: Path) -> Path | None:
         return (project / model.path).resolve()
     if model.source == "hub":
         try:
-            from bundler import hub
-
             record = json.loads((project / "model.lock.json").read_text(encoding="utf-8"))
             cached = hub.snapshot_dir(record["id"], "model", record["commit"])
         except (OSError, ValueError, KeyError, TypeError):

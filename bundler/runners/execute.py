@@ -6,10 +6,14 @@ import os
 from pathlib import Path
 
 from bundler import ui
-from bundler.bundle.bag import RECIPE, VENDOR
+from bundler.bundle.bag import RECIPE, VENDOR, reseal_run
 from bundler.bundle.hashing import sha256_file
 from bundler.errors import InputError
+from bundler.publish.card import write_card
+from bundler.runners.docker import run_docker
+from bundler.runners.host import run_host
 from bundler.runners.launch import RUNNERS, RunRequest
+from bundler.runners.venv import run_venv
 
 
 def locate_inputs(bundle: Path, model_dir: Path | None, data_dir: Path | None, runner: str) -> tuple[Path, Path]:
@@ -28,6 +32,7 @@ def locate_inputs(bundle: Path, model_dir: Path | None, data_dir: Path | None, r
         if vendored.is_dir():
             model_dir = vendored
         elif record.get("source") == "hub":
+            # deferred: it loads pydantic, which callers that never reach this line should not pay for
             from bundler.recipe.models import hub_snapshot
 
             model_dir = hub_snapshot(record)
@@ -37,7 +42,10 @@ def locate_inputs(bundle: Path, model_dir: Path | None, data_dir: Path | None, r
             lock = recipe / "requirements.lock"
             model_dir, _ = resolve_gguf(record, None, lock, sha256_file(lock), use_host=runner == "host")
         elif record.get("source") == "tiny":
+            # deferred: it loads pydantic, which callers that never reach this line should not pay for
             from bundler.recipe.config import parse_config
+
+            # deferred: it loads pydantic, which callers that never reach this line should not pay for
             from bundler.recipe.models import materialize_tiny
 
             config = parse_config((recipe / "config.toml").read_text(), recipe / "config.toml")
@@ -66,10 +74,11 @@ def run_bundle(
     tracking: dict | None = None,
 ) -> str:
     """Run a sealed bundle with a runner, then write its model card; return the run ID."""
-    from bundler.runners.launch import RunRequest
 
-    runner = choose_runner(runner)
+    runner, why = runner_choice(runner)
     ui.stage(f"running the fine-tune ({runner} runner)")
+    if why:
+        ui.info(why)
     request = RunRequest(
         bundle,
         model_dir,
@@ -87,8 +96,7 @@ def run_bundle(
 
 def annotate_run(bundle: Path, run_id: str) -> None:
     """Write a recorded run's model card, re-seal it, and write its statement and the RO-Crate."""
-    from bundler.bundle.bag import reseal_run
-    from bundler.publish.card import write_card
+    # deferred: it loads cryptography, which callers that never reach this line should not pay for
     from bundler.publish.provenance import write_provenance
 
     ui.stage(f"run {run_id[:12]} recorded; writing the model card")
@@ -99,25 +107,35 @@ def annotate_run(bundle: Path, run_id: str) -> None:
 
 def choose_runner(runner: str) -> str:
     """`auto` is docker when an engine answers, else venv; run.json records the runner actually used."""
-    if runner == "auto":
-        return "docker" if docker_available() else "venv"
-    return runner
+    return runner_choice(runner)[0]
+
+
+def runner_choice(runner: str) -> tuple[str, str]:
+    """The runner to use and, for `auto`, why (one line for stderr); an explicit runner needs no reason."""
+    if runner != "auto":
+        return runner, ""
+    socket_path = engine_socket()
+    if docker_available():
+        return "docker", f"--runner auto: the Docker engine on {socket_path} answered, so the run is in a container"
+    return "venv", (
+        f"--runner auto: no Docker engine answers on {socket_path}, so the run uses a locked venv on this host "
+        "(start one with .ci/setup-docker.sh, or pass --runner docker to require it)"
+    )
+
+
+def engine_socket() -> str:
+    """The engine's Unix socket path: DOCKER_HOST's when set, else the default."""
+    return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
 
 
 def execute(runner: str, request: RunRequest) -> str:
     """Run the bundle with the named runner and return the new run ID."""
     runner = choose_runner(runner)
     if runner == "venv":
-        from bundler.runners.venv import run_venv
-
         return run_venv(request)
     if runner == "host":
-        from bundler.runners.host import run_host
-
         return run_host(request)
     if runner == "docker":
-        from bundler.runners.docker import run_docker  # type: ignore[attr-defined]
-
         return run_docker(request)  # type: ignore[no-any-return]
     raise InputError(f"unknown runner {runner!r}", f"choose one of {', '.join(RUNNERS)}")
 
@@ -126,7 +144,7 @@ def docker_available() -> bool:
     """True when a Docker engine answers on its socket (a quick ping, no import of docker-py)."""
     import socket
 
-    path = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
+    path = engine_socket()
     if not os.path.exists(path):
         return False
     try:

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
-from bundler.bundle.bag import RECIPE, bundle_id_of
+from bundler.bundle.atomic import atomic_write_text
+from bundler.bundle.bag import bundle_id_of
 from bundler.errors import InputError
+from bundler.records import RecipeView
 from bundler.runners.launch import DETERMINISM_ENV
 
 MANIFEST_SCHEMA = "bundler.kubernetes/1"
@@ -155,8 +155,7 @@ def plan_run(
         namespace,
         max_steps,
     )
-    train = tomllib.loads((bundle / RECIPE / "config.toml").read_text(encoding="utf-8")).get("train", {})
-    batch_size = int(train.get("batch_size", 8))
+    batch_size = int(RecipeView.of(bundle).value("train.batch_size") or 8)
     if batch_size % run.world_size:
         raise InputError(
             f"train.batch_size = {batch_size} does not split evenly over {run.nodes} node(s) x "
@@ -352,7 +351,6 @@ def render(documents: list[dict[str, Any]], run: ClusterRun, form: str) -> str:
 
 def write_manifests(run: ClusterRun, out_dir: Path) -> dict[str, Path]:
     """Write pytorchjob.yaml and indexed-job.yaml into out_dir (atomically); return them by form."""
-    from bundler.bundle.atomic import atomic_write_text
 
     out_dir.mkdir(parents=True, exist_ok=True)
     forms = {

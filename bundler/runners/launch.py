@@ -17,16 +17,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bundler import ui
 from bundler.bundle import bag as bundle_format
 from bundler.bundle.hashing import canonical_json
-from bundler.errors import InputError, TrainingError
+from bundler.errors import InputError, MachineError, OutputNotWritableError, ResourceExhaustedError, TrainingError
+from bundler.recipe.lockenv import is_out_of_memory
+from bundler.runtime.contract import DETERMINISM_ENV, ERROR_PREFIX, EVENT_PREFIX
+from bundler.runtime.tracking import TRACKER_ENV
 
 RUNNERS = ("auto", "docker", "venv", "host")
-EVENT_PREFIX = "BUNDLER_EVENT "
-ERROR_PREFIX = "BUNDLER_ERROR "
-# Set before the interpreter starts: Python reads PYTHONHASHSEED only at start-up and cuBLAS reads its
-# workspace config when the first handle is made.
-DETERMINISM_ENV = {"PYTHONHASHSEED": "0", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+RUN_RECORD_SCHEMA = "bundler.run/1"  # run.json, written beside every run's outputs
 
 
 @dataclass
@@ -82,7 +82,6 @@ def runtime_env(runner: str, request: RunRequest, image_digest: str = "") -> dic
         env["BUNDLER_NUM_PROCESSES"] = str(processes)  # > 1: the runtime re-launches itself with accelerate
     if request.tracking:
         env["BUNDLER_TRACKING"] = json.dumps(request.tracking, sort_keys=True)
-    from bundler.runtime.tracking import TRACKER_ENV  # names only; no torch behind this import
 
     for name in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", *TRACKER_ENV):
         if name in os.environ:
@@ -103,8 +102,6 @@ class RuntimeLog:
         self.error: dict[str, str] | None = None
 
     def feed(self, line: str) -> None:
-        from bundler import ui
-
         line = line.rstrip("\r\n")
         if line.startswith(EVENT_PREFIX):
             try:
@@ -130,19 +127,14 @@ class RuntimeLog:
             return
         if self.error is not None:
             raise InputError(self.error.get("message", "the runtime refused its input"), self.error.get("hint", ""))
-        from bundler.recipe.lockenv import is_out_of_memory
 
         if is_out_of_memory(code, self.tail):
-            from bundler.errors import ResourceExhaustedError
-
             raise ResourceExhaustedError(
                 "the runtime ran out of memory" + (" (killed by the kernel)" if code in (-9, 137) else ""),
                 MEMORY_KNOBS,
             )
         full = [line for line in self.tail[-15:] if "No space left on device" in line]
         if full:
-            from bundler.errors import MachineError
-
             raise MachineError("the run's output directory", "ENOSPC", "the runtime ran out of disk space")
         raise TrainingError(
             f"the runtime exited with code {code}; last lines:\n" + "\n".join(self.tail[-15:]), "\n".join(self.tail)
@@ -156,6 +148,8 @@ MEMORY_KNOBS = [
     "lora.r",
     "the base model (model.tiny.* sizes, or a smaller [model])",
 ]
+
+
 class LineSplitter:
     """Turn a stream of byte chunks (container logs arrive in arbitrary pieces) into whole text lines."""
 
@@ -174,7 +168,6 @@ class LineSplitter:
 
 def stream_runtime(command: Sequence[str], env: Mapping[str, str], cwd: Path, label: str) -> None:
     """Run the runtime, turn its events into a progress bar and its errors into bundler errors."""
-    from bundler import ui
 
     with ui.StepProgress(label) as progress:
         log = RuntimeLog(progress)
@@ -243,7 +236,6 @@ def staging_dir(bundle: Path) -> Path:
     Both the staging place and the bundle's data/ must take writes; a read-only filesystem is refused here,
     before any image is built or step is trained.
     """
-    from bundler.errors import OutputNotWritableError
 
     try:
         with tempfile.TemporaryFile(dir=bundle / bundle_format.PAYLOAD):
@@ -258,7 +250,7 @@ def finish_run(request: RunRequest, staged: Path, runner: str, started: float, d
     if not (staged / "results.json").is_file():
         raise TrainingError(f"the runtime finished without writing results.json in {staged}")
     record = {
-        "schema": "bundler.run/1",
+        "schema": RUN_RECORD_SCHEMA,
         "runner": runner,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -25,7 +25,11 @@ from typing import Any
 
 from bundler.bundle.bag import RECIPE, RUN_ANNOTATIONS, add_run, bundle_id_of
 from bundler.bundle.hashing import canonical_json, sha256_file
+from bundler.bundle.lockfile import canonical_name, parse_lock
 from bundler.errors import NotRunOutputsError, RunOutputsRejected
+from bundler.records import RecipeView
+from bundler.runners.execute import annotate_run
+from bundler.runners.launch import discard, staging_dir
 
 REQUIRED = (
     "results.json",
@@ -107,9 +111,6 @@ def _base_version(version: str) -> str:
 
 def check_outputs(bundle: Path, outputs: RunOutputs, expected_world_size: int | None = None) -> list[str]:
     """Every way the outputs disagree with the bundle's recipe (empty: they are a run of it)."""
-    import tomllib
-
-    from bundler.bundle.lockfile import canonical_name, parse_lock
 
     findings: list[str] = []
     results, env = outputs.results, outputs.env
@@ -145,8 +146,7 @@ def check_outputs(bundle: Path, outputs: RunOutputs, expected_world_size: int | 
     elif expected_world_size is not None and world != expected_world_size:
         findings.append(f"world size {world} ran, {expected_world_size} was expected")
 
-    config = tomllib.loads((bundle / RECIPE / "config.toml").read_text(encoding="utf-8"))
-    max_steps = int((config.get("train") or {}).get("max_steps", 1))
+    max_steps = int(RecipeView.of(bundle).value("train.max_steps") or 1)
     steps = [m for m in outputs.metrics if "loss" in m]
     count = results.get("steps")
     if not isinstance(count, int) or not 1 <= count <= max_steps:
@@ -162,8 +162,6 @@ def check_outputs(bundle: Path, outputs: RunOutputs, expected_world_size: int | 
 
 def record_outputs(bundle: Path, output_dir: Path, *, expected_world_size: int | None = None) -> str:
     """Check the outputs against the recipe, copy them in as a run, write its card and statement; return the run ID."""
-    from bundler.runners.execute import annotate_run
-    from bundler.runners.launch import discard, staging_dir
 
     outputs = read_outputs(output_dir)
     findings = check_outputs(bundle, outputs, expected_world_size)

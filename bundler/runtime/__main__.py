@@ -8,11 +8,12 @@ import sys
 import traceback
 from pathlib import Path
 
+from .contract import ERROR_PREFIX
 from .errors import EXIT_INPUT, RecipeInputError, out_of_memory_error
 
 
 def _error_line(error: RecipeInputError) -> None:
-    print("BUNDLER_ERROR " + json.dumps(error.as_event(), sort_keys=True), flush=True)
+    print(ERROR_PREFIX + json.dumps(error.as_event(), sort_keys=True), flush=True)
     print(f"error: {error.message}\nhint: {error.hint}", file=sys.stderr, flush=True)
 
 

@@ -15,6 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
+from .contract import ERROR_PREFIX
 from .errors import EXIT_INPUT, RecipeInputError
 
 CHECK_SCHEMA = "bundler.runtime-check/1"
@@ -41,14 +42,14 @@ def run_check(recipe_dir: Path, adapter_dir: Path, out: Path) -> dict[str, objec
     verify_files("dataset", data_dir, recipe.dataset.get("files", {}))
     train = recipe.train
     device = resolve_device(train)
-    seed = int(train.get("seed", recipe.config.get("project", {}).get("seed", 0)))
+    seed = train.seed
     # The same flags as training (a second entry point, not a second policy): inference kernels
     # must be the deterministic ones the reference was computed with.
-    determinism = configure_determinism(seed, deterministic=bool(train.get("deterministic", True)), device=device)
+    determinism = configure_determinism(seed, deterministic=train.deterministic, device=device)
     splits = load_splits(data_dir, recipe.dataset, recipe.splits)
     check_fields(splits, recipe.data)
     tokenizer = load_tokenizer(model_dir)
-    dtype = resolve_precision(train.get("precision", "auto"), device)
+    dtype = resolve_precision(train.precision, device)
     base = load_base_model(model_dir, dtype, device)
     model = load_adapter(base, adapter_dir, compute_dtype=dtype)
     loaded = time.perf_counter()
@@ -60,8 +61,8 @@ def run_check(recipe_dir: Path, adapter_dir: Path, out: Path) -> dict[str, objec
         data=recipe.data,
         id_field=recipe.splits.get("id_field"),
         tokenizer=tokenizer,
-        max_len=int(train.get("max_seq_len", 128)),
-        batch_size=int(train.get("batch_size", 8)),
+        max_len=train.max_seq_len,
+        batch_size=train.batch_size,
     )
     runner = os.environ.get("BUNDLER_RUNNER", "host")
     env = capture_environment(runner, os.environ.get("BUNDLER_IMAGE_DIGEST", ""), determinism)
@@ -90,7 +91,7 @@ def main(argv: list[str]) -> int:
                 raise RecipeInputError(f"{var} is not set", "the runner sets it to the read-only mount")
         run_check(Path(argv[0]), Path(argv[1]), Path(argv[2]))
     except RecipeInputError as error:
-        print("BUNDLER_ERROR " + json.dumps(error.as_event(), sort_keys=True), flush=True)
+        print(ERROR_PREFIX + json.dumps(error.as_event(), sort_keys=True), flush=True)
         print(f"error: {error.message}\nhint: {error.hint}", file=sys.stderr, flush=True)
         return EXIT_INPUT
     except Exception:  # noqa: BLE001 - reported as a crash with its traceback on stderr

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from .errors import RecipeInputError
+from .specs import DataSpec
 
 IGNORE_INDEX = -100
 
@@ -78,12 +79,12 @@ def template_fields(template: str) -> set[str]:
     return {name.split(".")[0].split("[")[0] for _, name, _, _ in string.Formatter().parse(template) if name}
 
 
-def check_fields(examples: dict[str, list[dict]], data: dict[str, Any]) -> None:
+def check_fields(examples: dict[str, list[dict]], data: DataSpec) -> None:
     """Fail before training when any example lacks a field the template or config names."""
-    needed = {data.get("prompt_field", "prompt"), data.get("response_field", "response")}
-    needed |= template_fields(data.get("prompt_template", "{prompt}")) - {"prompt"}
-    if data.get("label_field"):
-        needed.add(data["label_field"])
+    needed = {data.prompt_field, data.response_field}
+    needed |= template_fields(data.prompt_template) - {"prompt"}
+    if data.label_field:
+        needed.add(data.label_field)
     for split, records in examples.items():
         for index, record in enumerate(records):
             absent = sorted(needed - set(record))
@@ -96,9 +97,9 @@ def check_fields(examples: dict[str, list[dict]], data: dict[str, Any]) -> None:
                 )
 
 
-def render_prompt(record: dict[str, Any], data: dict[str, Any]) -> str:
-    fields = {**record, "prompt": record[data.get("prompt_field", "prompt")]}
-    return data.get("prompt_template", "{prompt}").format(**fields)
+def render_prompt(record: dict[str, Any], data: DataSpec) -> str:
+    fields = {**record, "prompt": record[data.prompt_field]}
+    return data.prompt_template.format(**fields)
 
 
 class ByteTokenizer:
@@ -165,7 +166,7 @@ class Encoded:
 
 def encode(
     record: dict[str, Any],
-    data: dict[str, Any],
+    data: DataSpec,
     tokenizer: Any,
     max_len: int,
     response_only: bool,
@@ -173,7 +174,7 @@ def encode(
 ) -> Encoded:
     """Prompt from the template, then the response and EOS; prompt labels masked when asked."""
     prompt_ids = tokenizer.encode(render_prompt(record, data), bos=True)
-    text = str(record[data.get("response_field", "response")]) if response is None else response
+    text = str(record[data.response_field]) if response is None else response
     response_ids = [*tokenizer.encode(text, bos=False), tokenizer.eos_token_id]
     ids = (prompt_ids + response_ids)[:max_len]
     labels = ([IGNORE_INDEX] * len(prompt_ids) if response_only else list(prompt_ids)) + response_ids

@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import EXIT_INPUT, RecipeInputError
+from .specs import TrainSpec
 
 PROCESSES_ENV = "BUNDLER_NUM_PROCESSES"
 LAUNCHER_ENV = "BUNDLER_LAUNCHER"  # set by launch() for its children; absent: torchrun started the ranks itself
@@ -88,9 +89,9 @@ class World:
 _world = World()
 
 
-def requested_processes(train: dict[str, Any]) -> int:
+def requested_processes(train: TrainSpec) -> int:
     """Processes the run asks for: $BUNDLER_NUM_PROCESSES (a runner's override), else train.num_processes."""
-    return int(os.environ.get(PROCESSES_ENV) or train.get("num_processes", 1) or 1)
+    return int(os.environ.get(PROCESSES_ENV) or train.num_processes)
 
 
 def is_launched() -> bool:
@@ -98,9 +99,9 @@ def is_launched() -> bool:
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
-def check_batch_split(train: dict[str, Any], processes: int) -> None:
+def check_batch_split(train: TrainSpec, processes: int) -> None:
     """train.batch_size is the global micro-batch: refuse one that does not split evenly over the processes."""
-    batch_size = int(train.get("batch_size", 8))
+    batch_size = train.batch_size
     if batch_size % processes:
         raise RecipeInputError(
             f"train.batch_size = {batch_size} does not split evenly over {processes} processes "
@@ -110,7 +111,7 @@ def check_batch_split(train: dict[str, Any], processes: int) -> None:
         )
 
 
-def launch(processes: int, train: dict[str, Any], recipe_dir: Path, out: Path) -> int:
+def launch(processes: int, train: TrainSpec, recipe_dir: Path, out: Path) -> int:
     """Run `accelerate launch --multi_gpu --num_processes N -m runtime RECIPE OUT`; return the exit code.
 
     --multi_gpu is accelerate 1.15's torchrun path, on CPUs too: its --cpu path starts a single
@@ -151,10 +152,10 @@ def launch(processes: int, train: dict[str, Any], recipe_dir: Path, out: Path) -
     return 0
 
 
-def start_world(train: dict[str, Any], device: torch.device, seed: int) -> World:
+def start_world(train: TrainSpec, device: torch.device, seed: int) -> World:
     """Join the process group when torchrun started this process; return (and remember) this rank."""
     global _world
-    batch_size, grad_accum = int(train.get("batch_size", 8)), int(train.get("grad_accum", 1))
+    batch_size, grad_accum = train.batch_size, train.grad_accum
     if not is_launched() or int(os.environ["WORLD_SIZE"]) == 1:
         _world = World(batch_size=batch_size, grad_accum=grad_accum, seed=seed)
         return _world

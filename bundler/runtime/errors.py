@@ -1,8 +1,8 @@
-"""Errors the runtime reports as `BUNDLER_ERROR {json}` with exit code 3."""
+"""Errors the runtime reports as an ERROR_PREFIX line (`BUNDLER_ERROR {json}`) with exit code 3 (contract.py)."""
 
 from __future__ import annotations
 
-EXIT_INPUT = 3
+from .contract import RUNTIME_EXIT_INPUT as EXIT_INPUT  # noqa: F401 - the name the runtime uses
 
 
 class RecipeInputError(Exception):

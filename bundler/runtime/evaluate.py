@@ -8,6 +8,7 @@ import torch
 
 from .data import Encoded, collate, encode
 from .modeling import LoraModel
+from .specs import DataSpec
 
 
 @torch.no_grad()
@@ -30,7 +31,7 @@ def candidate_nll(
     record: dict[str, Any],
     candidates: list[str],
     *,
-    data: dict[str, Any],
+    data: DataSpec,
     tokenizer: Any,
     max_len: int,
     pad_id: int,
@@ -65,7 +66,7 @@ def label_metrics(
     records: list[dict[str, Any]],
     candidates: list[str],
     *,
-    data: dict[str, Any],
+    data: DataSpec,
     tokenizer: Any,
     max_len: int,
     pad_id: int,
@@ -77,5 +78,5 @@ def label_metrics(
     for record in records:
         nll = candidate_nll(model, record, candidates, data=data, tokenizer=tokenizer, max_len=max_len, pad_id=pad_id)
         predicted.append(pick_label(candidates, nll))
-        truth.append(str(record[data["label_field"]]))
+        truth.append(str(record[data.label_field]))
     return classification_metrics(truth, predicted)

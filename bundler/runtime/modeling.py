@@ -12,10 +12,11 @@ import torch
 
 from .errors import RecipeInputError
 from .loss import chunked_cross_entropy, sequence_nll
+from .specs import LoraSpec, TrainSpec
 
 
-def resolve_device(train: dict[str, Any]) -> torch.device:
-    wanted = train.get("device", "auto")
+def resolve_device(train: TrainSpec) -> torch.device:
+    wanted = train.device
     if wanted == "cuda" and not torch.cuda.is_available():
         raise RecipeInputError(
             "train.device = 'cuda' but no CUDA GPU is visible",
@@ -40,20 +41,20 @@ def load_base_model(model_dir: Path, dtype: torch.dtype, device: torch.device) -
     return model.to(device)
 
 
-def check_model_fits(model: torch.nn.Module, train: dict[str, Any], lora: dict[str, Any], vocab_needed: int) -> None:
+def check_model_fits(model: torch.nn.Module, train: TrainSpec, lora: LoraSpec, vocab_needed: int) -> None:
     """Reject settings the model cannot take, before any training starts."""
     config = model.config
     limit = getattr(config, "max_position_embeddings", None)
-    if limit is not None and train.get("max_seq_len", 0) > limit:
+    if limit is not None and train.max_seq_len > limit:
         raise RecipeInputError(
-            f"train.max_seq_len = {train['max_seq_len']} is longer than the model allows ({limit})",
+            f"train.max_seq_len = {train.max_seq_len} is longer than the model allows ({limit})",
             f"set train.max_seq_len to {limit} or less",
             kind="config",
         )
     linear_names = sorted(
         {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
     )
-    unknown = [t for t in lora.get("target_modules", []) if t not in linear_names]
+    unknown = [t for t in lora.target_modules if t not in linear_names]
     if unknown:
         raise RecipeInputError(
             f"lora.target_modules names {', '.join(map(repr, unknown))}, which the model does not have",
@@ -125,17 +126,15 @@ class LoraModel:
         return sequence_nll(hidden, self.lm_head_weight(), labels)
 
 
-def apply_lora(
-    model: torch.nn.Module, lora: dict[str, Any], *, init_seed: int, compute_dtype: torch.dtype
-) -> LoraModel:
+def apply_lora(model: torch.nn.Module, lora: LoraSpec, *, init_seed: int, compute_dtype: torch.dtype) -> LoraModel:
     """Wrap `model` with LoRA adapters (float32 weights) initialised on the CPU from `init_seed`."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
-        r=lora.get("r", 8),
-        lora_alpha=lora.get("alpha", 16),
-        lora_dropout=lora.get("dropout", 0.0),
-        target_modules=list(lora.get("target_modules", [])),
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
         bias="none",
         task_type="CAUSAL_LM",
     )

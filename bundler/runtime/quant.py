@@ -18,13 +18,14 @@ from typing import Any
 import torch
 
 from .errors import RecipeInputError
+from .specs import LoraSpec
 
 QUANT_TYPE = "nf4"
 DOUBLE_QUANT = True
 
 
-def is_4bit(lora: dict[str, Any]) -> bool:
-    return lora.get("quantization", "none") == "4bit"
+def is_4bit(lora: LoraSpec) -> bool:
+    return lora.quantization == "4bit"
 
 
 def bitsandbytes_version() -> str | None:
@@ -34,9 +35,9 @@ def bitsandbytes_version() -> str | None:
         return None
 
 
-def check_quantization(lora: dict[str, Any], device: torch.device) -> None:
+def check_quantization(lora: LoraSpec, device: torch.device) -> None:
     """Refuse a quantization this machine cannot run, before anything is loaded or trained."""
-    mode = lora.get("quantization", "none")
+    mode = lora.quantization
     if mode == "none":
         return
     if mode != "4bit":
@@ -84,7 +85,7 @@ def load_4bit_model(model_dir: Path, compute_dtype: torch.dtype, device: torch.d
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
-def quantization_settings(lora: dict[str, Any], compute_dtype: torch.dtype) -> dict[str, dict[str, Any]]:
+def quantization_settings(lora: LoraSpec, compute_dtype: torch.dtype) -> dict[str, dict[str, Any]]:
     """The env.json determinism entry for 4-bit runs ({} when unquantized)."""
     if not is_4bit(lora):
         return {}

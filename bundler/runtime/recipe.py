@@ -11,6 +11,7 @@ from typing import Any
 import tomllib
 
 from .errors import RecipeInputError
+from .specs import DataSpec, LoraSpec, TrainSpec
 
 _CHUNK = 1 << 20
 
@@ -26,16 +27,16 @@ class Recipe:
     splits: dict[str, Any]
 
     @property
-    def train(self) -> dict[str, Any]:
-        return self.config.get("train", {})
+    def train(self) -> TrainSpec:
+        return TrainSpec.of(self.config)
 
     @property
-    def lora(self) -> dict[str, Any]:
-        return self.config.get("lora", {})
+    def lora(self) -> LoraSpec:
+        return LoraSpec.of(self.config)
 
     @property
-    def data(self) -> dict[str, Any]:
-        return self.config.get("data", {})
+    def data(self) -> DataSpec:
+        return DataSpec.of(self.config)
 
 
 def sha256_file(path: Path) -> str:

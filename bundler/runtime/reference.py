@@ -27,6 +27,7 @@ import torch
 from .data import collate, encode, example_id, render_prompt
 from .evaluate import candidate_nll, classification_metrics, pick_label
 from .modeling import LoraModel
+from .specs import DataSpec
 
 REFERENCE_SCHEMA = "bundler.reference/1"
 REFERENCE_FILE = "reference_outputs.jsonl"
@@ -69,7 +70,7 @@ def reference_rows(
     model: LoraModel,
     splits: dict[str, list[dict]],
     *,
-    data: dict[str, Any],
+    data: DataSpec,
     id_field: str | None,
     tokenizer: Any,
     max_len: int,
@@ -78,7 +79,7 @@ def reference_rows(
     """Every line of reference_outputs.jsonl, in file order."""
     split = reference_split(splits)
     records = splits.get(split, []) if split else []
-    label_field = data.get("label_field")
+    label_field = data.label_field
     candidates = sorted({str(r[label_field]) for part in splits.values() for r in part}) if label_field else None
     limit = int(getattr(model.base.config, "max_position_embeddings", None) or max_len + MAX_NEW_TOKENS)
     header = {
@@ -152,7 +153,7 @@ def write_reference(
     model: LoraModel,
     splits: dict[str, list[dict]],
     *,
-    data: dict[str, Any],
+    data: DataSpec,
     id_field: str | None,
     tokenizer: Any,
     max_len: int,

@@ -18,6 +18,7 @@ import torch
 from . import RESULTS_SCHEMA, distributed
 from .batches import train_batches
 from .canary import run_canary
+from .contract import EVENT_PREFIX
 from .data import IGNORE_INDEX, check_fields, encode, load_splits, load_tokenizer
 from .determinism import configure_determinism
 from .envinfo import capture_environment
@@ -36,6 +37,7 @@ from .modeling import (
 from .quant import check_quantization, is_4bit, load_4bit_model, quantization_settings
 from .recipe import Recipe, verify_files
 from .reference import write_reference
+from .specs import TrainSpec
 from .tracking import start_tracker
 
 MicroBatch = tuple[torch.Tensor, ...]  # input_ids, labels[, positions when packed]
@@ -61,17 +63,17 @@ def lr_factor(step: int, *, warmup: int, total: int, scheduler: str) -> float:
     return 1.0
 
 
-def make_optimizer(model: LoraModel, train: dict[str, Any]) -> tuple[torch.optim.Optimizer, Any]:
+def make_optimizer(model: LoraModel, train: TrainSpec) -> tuple[torch.optim.Optimizer, Any]:
     params = [p for _, p in sorted(model.peft_model.named_parameters()) if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params,
-        lr=train.get("learning_rate", 2e-4),
-        weight_decay=train.get("weight_decay", 0.0),
+        lr=train.learning_rate,
+        weight_decay=train.weight_decay,
         fused=model.device.type == "cuda",
     )  # fused: one elementwise kernel, deterministic
-    total = train.get("max_steps", 1)
-    warmup = train.get("warmup_steps", 0)
-    kind = train.get("scheduler", "constant")
+    total = train.max_steps
+    warmup = train.warmup_steps
+    kind = train.scheduler
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, warmup=warmup, total=total, scheduler=kind)
     )
@@ -114,7 +116,7 @@ def train_step(
 def emit(event: dict[str, Any]) -> None:
     if not distributed.is_main_process():
         return
-    print("BUNDLER_EVENT " + json.dumps(event, sort_keys=True), flush=True)
+    print(EVENT_PREFIX + json.dumps(event, sort_keys=True), flush=True)
 
 
 def log(message: str) -> None:
@@ -179,10 +181,10 @@ def run_training(
     verify_files("model", model_dir, recipe.model.get("files", {}))
     verify_files("dataset", data_dir, recipe.dataset.get("files", {}))
     device = resolve_device(train)
-    seed = int(train.get("seed", recipe.config.get("project", {}).get("seed", 0)))
+    seed = train.seed
     distributed.start_world(train, device, seed)
     out = distributed.rank_output_dir(out)
-    determinism = configure_determinism(seed, deterministic=bool(train.get("deterministic", True)), device=device)
+    determinism = configure_determinism(seed, deterministic=train.deterministic, device=device)
     check_quantization(lora, device)
     tracker = start_tracker(recipe.config)
 
@@ -191,20 +193,20 @@ def run_training(
     if not splits.get("train"):
         raise RecipeInputError("the train split is empty", "check [split] ratios and the dataset", kind="data")
     tokenizer = load_tokenizer(model_dir)
-    max_len = int(train.get("max_seq_len", 128))
-    response_only = bool(train.get("loss_on_response_only", True))
+    max_len = train.max_seq_len
+    response_only = train.loss_on_response_only
     encoded = {
         name: [encode(r, data, tokenizer, max_len, response_only) for r in records] for name, records in splits.items()
     }
 
-    dtype = resolve_precision(train.get("precision", "auto"), device)
+    dtype = resolve_precision(train.precision, device)
     base = (load_4bit_model if is_4bit(lora) else load_base_model)(model_dir, dtype, device)
     determinism.update(quantization_settings(lora, dtype))
     check_model_fits(base, train, lora, tokenizer.vocab_size)
-    model = apply_lora(base, lora, init_seed=int(lora.get("init_seed", seed)), compute_dtype=dtype)
+    model = apply_lora(base, lora, init_seed=lora.init_seed, compute_dtype=dtype)
     candidates = (
-        sorted({str(r[data["label_field"]]) for part in splits.values() for r in part})
-        if (data.get("label_field") and splits.get("test"))
+        sorted({str(r[data.label_field]) for part in splits.values() for r in part})
+        if (data.label_field and splits.get("test"))
         else None
     )
     base_metrics = None
@@ -223,26 +225,26 @@ def run_training(
                 pad_id=tokenizer.pad_token_id,
             )
             base_metrics["val_loss"] = eval_loss(
-                model, encoded.get("val", []), int(train.get("batch_size", 8)), tokenizer.pad_token_id
+                model, encoded.get("val", []), train.batch_size, tokenizer.pad_token_id
             )
         log(f"base model, before training: test accuracy {base_metrics['accuracy']:.4f}")
     optimizer, scheduler = make_optimizer(model, train)
-    deterministic = bool(train.get("deterministic", True))
+    deterministic = train.deterministic
     determinism.update(enable_fused_path(model, optimizer, deterministic=deterministic, quantized=is_4bit(lora)))
-    total_steps = int(train.get("max_steps", 1))
+    total_steps = train.max_steps
     steps = min(total_steps, max_steps) if max_steps else total_steps
-    batch_size, eval_every = int(train.get("batch_size", 8)), int(train.get("eval_every", 10))
+    batch_size, eval_every = train.batch_size, train.eval_every
     batches = train_batches(
         encoded["train"],
         seed=seed,
         batch_size=batch_size,
-        grad_accum=int(train.get("grad_accum", 1)),
+        grad_accum=train.grad_accum,
         pad_id=tokenizer.pad_token_id,
-        packing=bool(train.get("packing", False)),
+        packing=train.packing,
         max_len=max_len,
     )
     distributed.seed_rank(determinism)
-    packed = bool(train.get("packing", False))
+    packed = train.packing
     determinism.update(run_canary(model, shape=(batch_size, max_len), deterministic=deterministic, packed=packed))
     log(f"training {steps} steps on {device} ({dtype}), {len(encoded['train'])} train examples")
 
@@ -253,7 +255,7 @@ def run_training(
         model.peft_model.train()
         for step in range(1, steps + 1):
             t0 = time.perf_counter()
-            last = train_step(model, next(batches), optimizer, scheduler, float(train.get("max_grad_norm", 1.0)))
+            last = train_step(model, next(batches), optimizer, scheduler, train.max_grad_norm)
             tokens_total += last.tokens
             line = {
                 "step": step,
@@ -316,7 +318,7 @@ def run_training(
         "tokenizer": tokenizer.name,
         "precision": str(dtype).removeprefix("torch."),
         "device": device.type,
-        "quantization": lora.get("quantization", "none"),
+        "quantization": lora.quantization,
         **distributed.results_fields(),
     }
     write_atomic(out / "results.json", canonical(results).encode())

@@ -19,7 +19,7 @@ from bundler.bundle.hashing import sha256_file
 from bundler.bundle.lockfile import LockedRequirement, parse_lock_text
 from bundler.errors import InputError
 from bundler.publish.card import is_local_path
-from bundler.records import read_toml
+from bundler.records import RecipeView
 
 NOT_RECORDED = "not recorded in this bundle"
 TO_COMPLETE = "TO BE COMPLETED by the provider (bundler cannot know this)"
@@ -90,7 +90,7 @@ class Evidence:
             run_id=run_id,
             hashes=payload_hashes(bundle),
             bag_info=read_bag_info(bundle),
-            config=read_toml(recipe / "config.toml"),
+            config=RecipeView.at(recipe).config,
             model=read_json_object(recipe / "model.json"),
             dataset=read_json_object(recipe / "dataset.json"),
             splits=read_json_object(recipe / "splits.json"),
