@@ -2,7 +2,7 @@
 
 Run-against-run tests cannot see a numeric change that every run shares (a library upgrade, a changed
 kernel); these compare with values recorded once. On a mismatch the failure says which library, which
-setting and which first step moved (tests/fixtures/golden.py). Re-bless on purpose with
+setting and which first step moved (tests/fixtures/golden_values.py). Re-bless on purpose with
 `BUNDLER_BLESS=1 python3 -m pytest -p no:cacheprovider tests/test_golden.py` and commit the diff of
 tests/golden/*.json.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import QUICKSTART, make_git_project, run_cli
-from tests.fixtures.golden import BLESS_COMMAND, explain, golden_record, is_failure, read_golden, write_golden
+from tests.fixtures.golden_values import BLESS_COMMAND, explain, golden_record, is_failure, read_golden, write_golden
 
 
 def compare_or_bless(bundle: Path, example: str) -> None:
