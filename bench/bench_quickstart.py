@@ -51,7 +51,7 @@ def main() -> None:
         project = make_git_project(REAL_QUICKSTART, root / "quickstart")
         first = build(project, root / "first", args.runner)
         print(f"first build (may install the venv and convert the GGUF file once): {first:.1f} s")
-        print("| build | wall s | train loop s | run s | load avg | base acc | adapter acc | base val loss | val loss |")
+        print("| build | wall s | train loop s | run s | load avg | base acc | adapter acc | base val loss | val loss |")  # noqa: E501
         print("|---|---|---|---|---|---|---|---|---|")
         walls = []
         for index in range(args.repeats):
