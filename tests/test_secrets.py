@@ -96,7 +96,7 @@ def test_run_records_are_redacted_before_they_are_hashed(tmp_path: Path) -> None
 
 def test_a_secret_in_a_config_value_is_a_clear_error_that_does_not_echo_it(tmp_path: Path, quickstart: Path) -> None:
     toml = quickstart / "bundle.toml"
-    toml.write_text(toml.read_text().replace('name = "quickstart"', f'name = "quickstart"\nwandb_key = "{HF}"'))
+    toml.write_text(toml.read_text().replace("[project]\n", f'[project]\nwandb_key = "{HF}"\n'))
     git(quickstart, "commit", "-qam", "oops")
     result = run_cli("build", str(quickstart), "--out", str(tmp_path / "out"), "--no-run")
     assert result.returncode == 2 and "secret" in result.stderr and "Traceback" not in result.stderr

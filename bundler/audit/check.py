@@ -277,6 +277,21 @@ def _ratio(a: float, b: object) -> float | None:
     return round(a / b, 3) if isinstance(b, (int, float)) and b > 0 else None
 
 
+def _example_line(example: Mapping[str, Any]) -> str:
+    """One example side by side: log-likelihood (nats over its tokens) and predicted label, run -> check."""
+    loglik, predicted = example["loglik"], example["predicted"]
+
+    def nats(value: object) -> str:
+        return f"{value:.6f}" if isinstance(value, (int, float)) else "missing"
+
+    label = f", true label {example['label']}" if example.get("label") is not None else ""
+    guess = f", predicted {predicted['reference']} -> {predicted['check']}" if predicted["reference"] else ""
+    return (
+        f"{example['id']}: {nats(loglik['reference'])} -> {nats(loglik['check'])} nats "
+        f"over {example['tokens']} token(s){label}{guess}"
+    )
+
+
 def report_lines(report: Mapping[str, Any]) -> list[str]:
     """The report for a person: verdict, evidence, the worst examples, timing, what changed."""
     adapter = report["adapter"]
@@ -303,6 +318,12 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         for p in probes
         if not p["same_tokens"]
     ]
+    if report.get("sample"):
+        lines.append("  per-example log-likelihood of the reference response, run -> check (first by ID):")
+        lines += [f"    {_example_line(e)}" for e in report["sample"]]
+    if report.get("flipped"):
+        lines.append(f"  label flips ({len(report['flipped'])}):")
+        lines += [f"    {_example_line(e)}" for e in report["flipped"]]
     if report["worst"]:
         lines.append("  worst examples:")
         lines += [

@@ -13,6 +13,7 @@ from bundler.errors import InputError
 
 IDENTICAL, EQUIVALENT, DIVERGED = "IDENTICAL", "EQUIVALENT", "DIVERGED"
 WORST_SHOWN = 5
+SAMPLE_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ class Comparison:
     probes: list[dict[str, Any]]
     worst: list[dict[str, Any]]
     problems: list[str] = field(default_factory=list)
+    flipped: list[dict[str, Any]] = field(default_factory=list)  # every example whose predicted label changed
+    sample: list[dict[str, Any]] = field(default_factory=list)  # the first SAMPLE_SHOWN examples by ID, side by side
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +96,8 @@ class Comparison:
             "probes": self.probes,
             "worst": self.worst,
             "problems": self.problems,
+            "flipped": self.flipped,
+            "sample": self.sample,
         }
 
 
@@ -135,6 +140,8 @@ def compare_reference(reference: ReferenceOutputs, check: ReferenceOutputs, tol:
         )
     rows: list[dict[str, Any]] = []
     flips = 0
+    flipped: list[dict[str, Any]] = []
+    sample: list[dict[str, Any]] = []
     for example_id in sorted(set(reference.examples) & set(check.examples)):
         ref, got = reference.examples[example_id], check.examples[example_id]
         bound = tol.loglik_per_token * max(1, int(ref.get("tokens") or 1))
@@ -157,6 +164,17 @@ def compare_reference(reference: ReferenceOutputs, check: ReferenceOutputs, tol:
                 }
             )
         flips += ref.get("predicted") != got.get("predicted")
+        side_by_side = {
+            "id": example_id,
+            "tokens": ref.get("tokens"),
+            "label": ref.get("label"),
+            "loglik": {"reference": ref.get("loglik"), "check": got.get("loglik")},
+            "predicted": {"reference": ref.get("predicted"), "check": got.get("predicted")},
+        }
+        if ref.get("predicted") != got.get("predicted"):
+            flipped.append(side_by_side)
+        if len(sample) < SAMPLE_SHOWN:
+            sample.append(side_by_side)
     metrics: dict[str, dict[str, float | None]] = {}
     for name in ("accuracy", "macro_f1", "mean_loglik_per_token"):
         a, b = reference.summary.get(name), check.summary.get(name)
@@ -198,4 +216,6 @@ def compare_reference(reference: ReferenceOutputs, check: ReferenceOutputs, tol:
         probes,
         worst[:WORST_SHOWN],
         problems,
+        flipped,
+        sample,
     )

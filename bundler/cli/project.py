@@ -41,7 +41,7 @@ def lock(project: Path, check: bool, offline: bool, as_json: bool) -> None:
     config = load_config(project)
     env = config.environment
     project_dir = project if project.is_dir() else project.parent
-    from_hub = config.model.source == "hub"
+    from_hub = models.pins_model(config)
     if check:
         status = locking.check_lock(project_dir, env)
         model_lock = models.read_model_lock(project_dir, config) if from_hub else None
@@ -52,18 +52,19 @@ def lock(project: Path, check: bool, offline: bool, as_json: bool) -> None:
                 "fresh": True,
                 "input_sha256": status.input_sha256,
                 "lock_sha256": status.lock_sha256,
-                "model_commit": model_lock["commit"] if model_lock else None,
+                "model_commit": model_lock.get("commit") if model_lock else None,
+                "model_sha256": (model_lock.get("gguf") or {}).get("sha256") if model_lock else None,
             },
             as_json,
             f"{status.lock} is fresh"
-            + (f"\n{models.MODEL_LOCK} pins {config.model.id}@{model_lock['commit']}" if model_lock else ""),
+            + (f"\n{models.MODEL_LOCK} pins {models.pin_summary(model_lock)}" if model_lock else ""),
         )
         return
     # The model first: a wrong repo or revision fails in a second, not after a dependency resolution.
     model_path, model_lock = models.write_model_lock(project_dir, config, offline=offline) if from_hub else (None, None)
     result = locking.write_lock(project_dir, env, offline=offline)
     record = images.write_image_lock(project_dir, env, offline=offline)
-    pinned_model = f"\npinned {config.model.id}@{model_lock['commit']} in {model_path}" if model_lock else ""
+    pinned_model = f"\npinned {models.pin_summary(model_lock)} in {model_path}" if model_lock else ""
     emit(
         {
             "schema": "bundler.lock/1",
@@ -78,8 +79,9 @@ def lock(project: Path, check: bool, offline: bool, as_json: bool) -> None:
             "image": record["reference"],
             "image_digest": record["digest"],
             "model_lock": str(model_path) if model_path else None,
-            "model_commit": model_lock["commit"] if model_lock else None,
-            "model_files": len(model_lock["files"]) if model_lock else None,
+            "model_commit": model_lock.get("commit") if model_lock else None,
+            "model_files": len(model_lock["files"]) if model_lock and "files" in model_lock else None,
+            "model_sha256": (model_lock.get("gguf") or {}).get("sha256") if model_lock else None,
         },
         as_json,
         f"wrote {result.lock}{' (cached)' if result.cached else ''}\n"

@@ -160,6 +160,7 @@ def render_card(bundle_dir: Path, run_id: str, *, repo_id: str | None = None, st
         "hardware": facts.hardware(),
         "splits": facts.splits_table(),
         "evals": [(r.metric_name, f"{r.metric_value:.6g}") for r in eval_results],
+        "before_after": facts.before_after(),
         "loss_image": "loss.png" if loss_png is not None else None,
         "quantization": facts.quantization(),
         "load_repo": public(load_repo),

@@ -72,6 +72,38 @@ class BundleFacts:
             adapter_file_sha256=sha256_file(adapter) if adapter.is_file() else None,
         )
 
+    def gguf_rows(self) -> list[tuple[str, str]]:
+        """The GGUF file the base model was converted from, its hash, and how it was converted."""
+        pinned = self.model.get("gguf")
+        if self.model.get("source") != "gguf" or not isinstance(pinned, dict):
+            return []
+        name = pinned.get("file") or pinned.get("path")
+        shipped = f" in {pinned['distribution']} {pinned.get('version')}" if pinned.get("distribution") else ""
+        conversion = self.model.get("conversion") or {}
+        versions = conversion.get("libraries") or {}
+        fixes = conversion.get("fixes") or []
+        return [
+            ("Base model GGUF file", f"{code(name)}{public(shipped) if shipped else ''}"),
+            ("Base model GGUF sha256", code(pinned.get("sha256"))),
+            (
+                "GGUF conversion",
+                f"transformers {public(versions.get('transformers'))}, gguf {public(versions.get('gguf'))}, "
+                f"{public(conversion.get('dtype'))}; fixes: {'; '.join(map(public, fixes)) or 'none'}",
+            ),
+        ]
+
+    def before_after(self) -> list[tuple[str, str, str]]:
+        """(metric, base model, adapter) for the test-split label scores, when the run measured the base."""
+        evaluation = self.results.get("eval") or {}
+        base = evaluation.get("base")
+        if not isinstance(base, dict):
+            return []
+        return [
+            (name, number(base.get(key)), number(evaluation.get(key)))
+            for key, name in (("accuracy", "Accuracy"), ("macro_f1", "Macro F1"), ("val_loss", "Validation loss"))
+            if key in base
+        ]
+
     def lineage(self, run_id: str) -> list[tuple[str, str]]:
         commit = self.source.get("commit")
         if commit and self.source.get("dirty"):
@@ -94,6 +126,7 @@ class BundleFacts:
             ("Base image digest", code(self.image.get("digest"))),
             ("Base model", code(self.model.get("id"))),
             ("Base model revision", code(self.model.get("revision"))),
+            *self.gguf_rows(),
             ("Base model files", files_summary(self.model.get("files"))),
             ("Dataset", public(hub_dataset(self.dataset) or self.dataset.get("format"))),
             ("Dataset sha256", files_summary(dataset_files)),
@@ -212,7 +245,9 @@ def _split_method(splits: dict[str, Any]) -> str | None:
     ratios = method.get("ratios") or {}
     parts = [str(method.get("name")), f"seed {method.get('seed')}"]
     if ratios:
-        parts.append(" / ".join(f"{k} {ratios[k]:g}" for k in ("train", "val", "test") if k in ratios))
+        # "train/val/test 0.8/0.1/0.1": a " / " separator reads as a local path to public() and was withheld
+        names = [k for k in ("train", "val", "test") if k in ratios]
+        parts.append(f"{'/'.join(names)} {'/'.join(f'{ratios[k]:g}' for k in names)}")
     dedupe = splits.get("dedupe")
     if isinstance(dedupe, dict) and dedupe.get("mode"):
         parts.append(f"dedupe {dedupe['mode']}")

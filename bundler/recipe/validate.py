@@ -195,7 +195,10 @@ class TokenizersCounter:
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        self.bos = 1 if _bos_token(model_dir, self.tokenizer) is not None else 0
+        # As runtime/data.py's HFTokenizer: a BOS only when the tokenizer itself puts one in front
+        # (SmolLM2 names <|im_start|> as its BOS but never adds it).
+        bos = _bos_token(model_dir, self.tokenizer)
+        self.bos = 1 if bos is not None and self.tokenizer.encode("a").ids[:1] == [bos] else 0
 
     def count(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)

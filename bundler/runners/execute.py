@@ -36,6 +36,11 @@ def locate_inputs(bundle: Path, model_dir: Path | None, data_dir: Path | None, r
             from bundler.recipe.models import hub_snapshot
 
             model_dir = hub_snapshot(record)
+        elif record.get("source") == "gguf":
+            from bundler.recipe.gguf import resolve_gguf
+
+            lock = recipe / "requirements.lock"
+            model_dir, _ = resolve_gguf(record, None, lock, sha256_file(lock), use_host=runner == "host")
         elif record.get("source") == "tiny":
             # deferred: it loads pydantic, which callers that never reach this line should not pay for
             from bundler.recipe.config import parse_config

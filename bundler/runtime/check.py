@@ -54,7 +54,7 @@ def run_check(recipe_dir: Path, adapter_dir: Path, out: Path) -> dict[str, objec
     model = load_adapter(base, adapter_dir, compute_dtype=dtype)
     loaded = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    sha, seconds = write_reference(
+    sha, seconds, _summary = write_reference(
         out,
         model,
         splits,

@@ -135,10 +135,15 @@ class HFTokenizer:
         self.pad_token_id = self._tok.pad_token_id if self._tok.pad_token_id is not None else self.eos_token_id
         self.vocab_size = len(self._tok)
         self.name = type(self._tok).__name__
+        # A BOS goes in front only when the tokenizer itself would put it there: SmolLM2 names
+        # <|im_start|> as its BOS but never adds it (GGUF tokenizer.ggml.add_bos_token = false), and a
+        # prompt in its chat format already starts with one.
+        probe = self._tok("a", add_special_tokens=True)["input_ids"]
+        self.adds_bos = self.bos_token_id is not None and probe[:1] == [self.bos_token_id]
 
     def encode(self, text: str, *, bos: bool) -> list[int]:
         ids = self._tok(text, add_special_tokens=False)["input_ids"]
-        return [self.bos_token_id, *ids] if bos and self.bos_token_id is not None else ids
+        return [self.bos_token_id, *ids] if bos and self.adds_bos else ids
 
     def decode(self, ids: list[int]) -> str:
         return str(self._tok.decode(ids, skip_special_tokens=True))

@@ -158,8 +158,8 @@ def write_reference(
     tokenizer: Any,
     max_len: int,
     batch_size: int,
-) -> tuple[str, float]:
-    """Write out/reference_outputs.jsonl atomically; return (its sha256, seconds spent)."""
+) -> tuple[str, float, dict[str, Any]]:
+    """Write out/reference_outputs.jsonl atomically; return (its sha256, seconds spent, the summary line)."""
     import hashlib
     import os
 
@@ -177,4 +177,4 @@ def write_reference(
     tmp = out / f".{REFERENCE_FILE}.tmp"
     tmp.write_bytes(blob)
     os.replace(tmp, out / REFERENCE_FILE)
-    return hashlib.sha256(blob).hexdigest(), time.perf_counter() - started
+    return hashlib.sha256(blob).hexdigest(), time.perf_counter() - started, rows[-1]
