@@ -76,6 +76,9 @@ def test_results_and_env_follow_the_contract(two_runs):
     assert results["steps"] == 30 and results["tokens"] > 0
     assert set(results["eval"]) >= {"val_loss", "test_loss", "accuracy", "macro_f1"}
     assert 0.0 <= results["eval"]["accuracy"] <= 1.0
+    # parameter counts and the base shape, for documents that must state them (bundler compliance)
+    assert results["parameters"]["trainable"] > 0 and results["parameters"]["base"] > results["parameters"]["trainable"]
+    assert results["architecture"]["model_type"] == "llama" and results["architecture"]["hidden_size"] > 0
     env = json.loads((a / "env.json").read_text())
     assert env["schema"] == "bundler.env/1" and env["runner"] == "host" and env["gpu"] is None
     assert env["determinism"]["torch.use_deterministic_algorithms"]["value"] is True

@@ -203,7 +203,9 @@ def run_training(
     base = (load_4bit_model if is_4bit(lora) else load_base_model)(model_dir, dtype, device)
     determinism.update(quantization_settings(lora, dtype))
     check_model_fits(base, train, lora, tokenizer.vocab_size)
+    architecture = base_architecture(base)
     model = apply_lora(base, lora, init_seed=lora.init_seed, compute_dtype=dtype)
+    parameters = parameter_counts(model.peft_model)
     candidates = (
         sorted({str(r[data.label_field]) for part in splits.values() for r in part})
         if (data.label_field and splits.get("test"))
@@ -319,6 +321,8 @@ def run_training(
         "precision": str(dtype).removeprefix("torch."),
         "device": device.type,
         "quantization": lora.quantization,
+        "parameters": parameters,
+        "architecture": architecture,
         **distributed.results_fields(),
     }
     write_atomic(out / "results.json", canonical(results).encode())
@@ -326,3 +330,33 @@ def run_training(
     tracker.finish(results)
     emit({"event": "done", "adapter_sha256": adapter_sha})
     return results
+
+
+# The base model's shape, for documentation that must state it (bundler compliance: Annex XI 1(d)).
+ARCHITECTURE_KEYS = (
+    "model_type",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+    "tie_word_embeddings",
+)
+
+
+def base_architecture(base: Any) -> dict[str, Any]:
+    """The base model config's shape fields that are present (a 4-bit model reports the same config)."""
+    config = base.config.to_dict()
+    return {k: config[k] for k in ARCHITECTURE_KEYS if config.get(k) is not None}
+
+
+def parameter_counts(peft_model: Any) -> dict[str, int]:
+    """Frozen (base) and trainable (adapter) parameter counts; a 4-bit base counts packed elements."""
+    frozen = trainable = 0
+    for _, param in peft_model.named_parameters():
+        if param.requires_grad:
+            trainable += param.numel()
+        else:
+            frozen += param.numel()
+    return {"base": frozen, "trainable": trainable}

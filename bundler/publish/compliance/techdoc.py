@@ -26,7 +26,13 @@ def to_complete(label: str) -> Fact:
 
 
 def architecture(ev: Evidence) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """The base model's architecture config and the files it was read from ({} when the bundle lacks it)."""
+    """The base model's shape and the files it was read from ({} when the bundle lacks it).
+
+    Runs record it in results.json; older runs of the tiny model have it in model.json only.
+    """
+    recorded = ev.results.get("architecture")
+    if isinstance(recorded, dict) and recorded:
+        return recorded, (ev.run_file("results.json"),)
     for key in ("tiny", "config", "architecture"):
         if isinstance(ev.model.get(key), dict):
             return ev.model[key], (ev.recipe("model.json"),)
@@ -34,9 +40,9 @@ def architecture(ev: Evidence) -> tuple[dict[str, Any], tuple[str, ...]]:
 
 
 def base_parameters(ev: Evidence) -> Fact:
-    recorded = ev.results.get("base_parameters")
+    recorded = as_map(ev.results.get("parameters")).get("base")
     if isinstance(recorded, int):
-        return ev.fact("Base model parameters", recorded, ev.run_file("results.json"))
+        return ev.fact("Base model parameters (counted at run time)", recorded, ev.run_file("results.json"))
     arch, paths = architecture(ev)
     count = llama_parameter_count(arch)
     label = "Base model parameters (computed from the recorded architecture, Llama-shaped)"
