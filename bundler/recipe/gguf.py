@@ -36,10 +36,11 @@ from bundler.errors import (
 )
 from bundler.paths import cache_dir, runtime_source
 from bundler.recipe.config import BundleConfig
+from bundler.recipe.lockenv import ensure_venv, venv_python
+from bundler.runtime.contract import ERROR_PREFIX, EVENT_PREFIX
 
 MODEL_SCHEMA = "bundler.model/1"
 CONVERSION_RECORD = "conversion.json"  # the name runtime/gguf.py documents; beside the files, not one of them
-EVENT_PREFIX, ERROR_PREFIX = "BUNDLER_EVENT ", "BUNDLER_ERROR "
 
 
 def gguf_spec(config: BundleConfig) -> dict[str, str]:
@@ -134,8 +135,6 @@ def run_converter(gguf_path: Path, out: Path, lock: Path, use_host: bool) -> dic
         if use_host:
             python = sys.executable
         else:
-            from bundler.recipe.lockenv import ensure_venv, venv_python
-
             python = str(venv_python(ensure_venv(lock)))
         env = {**os.environ, "PYTHONPATH": tmp, "PYTHONHASHSEED": "0", "HF_HUB_OFFLINE": "1"}
         result = subprocess.run(

@@ -13,6 +13,7 @@ from bundler.bundle.atomic import atomic_write_text
 from bundler.bundle.hashing import canonical_json, hash_tree, sha256_bytes
 from bundler.errors import InputError, ModelLockStaleError
 from bundler.paths import cache_dir, runtime_source
+from bundler.recipe import gguf
 from bundler.recipe.config import BundleConfig
 from bundler.recipe.lockenv import run_module, run_module_here
 
@@ -64,8 +65,6 @@ def resolve_model(
                 f"model path {directory} has no config.json", "point [model] path at a saved model directory"
             )
     elif model.source == "gguf":
-        from bundler.recipe import gguf
-
         record = read_model_lock(project, config)
         gguf.check_lock_matches(record, config, project / MODEL_LOCK)
         return gguf.resolve_gguf(record, project, lock, lock_sha256, use_host)
@@ -147,9 +146,7 @@ def write_model_lock(project: Path, config: BundleConfig, *, offline: bool = Fal
 
     path = project / MODEL_LOCK
     if config.model.source == "gguf":
-        from bundler.recipe.gguf import lock_gguf
-
-        record = lock_gguf(config, project)  # the file is local: pinning it needs no network
+        record = gguf.lock_gguf(config, project)  # the file is local: pinning it needs no network
         atomic_write_text(path, canonical_json(record))
         return path, record
     if offline:

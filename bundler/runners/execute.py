@@ -37,6 +37,7 @@ def locate_inputs(bundle: Path, model_dir: Path | None, data_dir: Path | None, r
 
             model_dir = hub_snapshot(record)
         elif record.get("source") == "gguf":
+            # deferred: it loads pydantic, which callers that never reach this line should not pay for
             from bundler.recipe.gguf import resolve_gguf
 
             lock = recipe / "requirements.lock"

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .contract import ERROR_PREFIX, EVENT_PREFIX
 from .errors import EXIT_INPUT, RecipeInputError
 
 CONVERSION_SCHEMA = "bundler.gguf-conversion/1"
@@ -260,9 +261,9 @@ def main(argv: list[str]) -> int:
     try:
         record = convert(Path(argv[0]), Path(argv[1]))
     except RecipeInputError as error:
-        print("BUNDLER_ERROR " + json.dumps(error.as_event(), sort_keys=True), flush=True)
+        print(ERROR_PREFIX + json.dumps(error.as_event(), sort_keys=True), flush=True)
         return EXIT_INPUT
-    print("BUNDLER_EVENT " + json.dumps({"event": "converted", **record}, sort_keys=True), flush=True)
+    print(EVENT_PREFIX + json.dumps({"event": "converted", **record}, sort_keys=True), flush=True)
     return 0
 
 
