@@ -66,12 +66,18 @@ def child(spec: dict) -> None:
     from bundler.runtime.determinism import configure_determinism
     from bundler.runtime.fastpath import enable_fused_path
     from bundler.runtime.modeling import apply_lora, resolve_precision
+    from bundler.runtime.specs import LoraSpec, TrainSpec
     from bundler.runtime.train import make_optimizer, train_step
 
     hidden, layers, heads, kv, inter, vocab, seq, per_gpu = SHAPES[spec["shape"]]
     device, steps, warmup = torch.device(spec["device"]), spec["steps"], spec["warmup"]
     global_batch = per_gpu * spec["batch_units"]
-    train = {"batch_size": global_batch, "grad_accum": 1, "learning_rate": 2e-4, "max_steps": steps}
+    # The settings the GPU numbers in bench/RESULTS.md were measured with (constant lr, no warmup).
+    train = TrainSpec(
+        seed=1234, max_steps=steps, batch_size=global_batch, grad_accum=1, learning_rate=2e-4, scheduler="constant",
+        warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, max_seq_len=seq, loss_on_response_only=False,
+        packing=False, eval_every=0, device=spec["device"], precision="auto", deterministic=True, num_processes=1,
+    )  # fmt: skip
     world = distributed.start_world(train, device, seed=1234)
     settings = configure_determinism(1234, deterministic=True, device=device)
     if spec["reduction"] == "allreduce":
@@ -113,7 +119,9 @@ def child(spec: dict) -> None:
     with torch.device(device):
         base = LlamaForCausalLM(config)
     base = base.to(torch.bfloat16 if device.type == "cuda" else torch.float32)
-    lora = {"r": 16, "alpha": 32, "dropout": spec["dropout"], "target_modules": TARGETS}
+    lora = LoraSpec(
+        r=16, alpha=32, dropout=spec["dropout"], target_modules=tuple(TARGETS), init_seed=42, quantization="none"
+    )
     model = apply_lora(base, lora, init_seed=42, compute_dtype=resolve_precision("auto", device))
     optimizer, scheduler = make_optimizer(model, train)
     settings.update(enable_fused_path(model, optimizer, deterministic=True, quantized=False))
