@@ -27,6 +27,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
+from bench_gpu_runtime import lora_spec, train_spec  # noqa: E402
+
 SHAPES = {
     # name: hidden, layers, heads, kv_heads, intermediate, vocab
     "small": (1024, 8, 16, 8, 4096, 32000),
@@ -67,17 +70,13 @@ def trial(mode: str, model_dir: Path, steps: int) -> dict:
     from bundler.runtime.train import make_optimizer, tensor_hash, train_step
 
     device = torch.device("cuda")
-    lora = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": TARGETS, "quantization": mode}
-    if mode == "bf16":
-        lora["quantization"] = "none"
+    lora = lora_spec(quantization="none" if mode == "bf16" else mode)
     configure_determinism(1234, deterministic=True, device=device)
     check_quantization(lora, device)
     load = load_4bit_model if mode == "4bit" else load_base_model
     base = load(model_dir, torch.bfloat16, device)
     model = apply_lora(base, lora, init_seed=42, compute_dtype=torch.bfloat16)
-    optimizer, scheduler = make_optimizer(
-        model, {"learning_rate": 2e-4, "max_steps": steps, "warmup_steps": 0, "scheduler": "constant"}
-    )
+    optimizer, scheduler = make_optimizer(model, train_spec(steps))
     model.peft_model.train()
     data = torch.randint(0, SHAPE[5], (steps, BATCH, SEQ), generator=torch.Generator().manual_seed(7))
     losses, grad_norms, t0 = [], [], 0.0

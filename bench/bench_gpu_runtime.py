@@ -34,6 +34,26 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 SEQ, BATCH, WARMUP = 1024, 8, 5
 
 
+def lora_spec(dropout: float = 0.05, quantization: str = "none"):
+    """The benchmarks' LoRA: r=16, alpha 32 on all seven linear layers, init seed 42."""
+    from bundler.runtime.specs import LoraSpec
+
+    return LoraSpec(
+        r=16, alpha=32, dropout=dropout, target_modules=tuple(TARGETS), init_seed=42, quantization=quantization
+    )
+
+
+def train_spec(steps: int, device: str = "cuda", batch: int = BATCH, seq: int = SEQ):
+    """The benchmarks' optimizer settings: AdamW at lr 2e-4, constant schedule, no warmup, no weight decay."""
+    from bundler.runtime.specs import TrainSpec
+
+    return TrainSpec(
+        seed=1234, max_steps=steps, batch_size=batch, grad_accum=1, learning_rate=2e-4, scheduler="constant",
+        warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, max_seq_len=seq, loss_on_response_only=False,
+        packing=False, eval_every=0, device=device, precision="auto", deterministic=True, num_processes=1,
+    )  # fmt: skip
+
+
 def build_model(size: str, device: str):
     """The Llama-shaped base model in bf16 (float32 on CPU), initialised under seed 1234."""
     import torch
@@ -109,18 +129,9 @@ def ours(size: str, steps: int, device: str, deterministic: bool) -> dict:
     dev = torch.device(device)
     configure_determinism(1234, deterministic=deterministic, device=dev)
     model, vocab = build_model(size, device)
-    lora = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": TARGETS}
+    lora = lora_spec()
     wrapped = apply_lora(model, lora, init_seed=42, compute_dtype=resolve_precision("auto", dev))
-    optimizer, scheduler = make_optimizer(
-        wrapped,
-        {
-            "learning_rate": 2e-4,
-            "weight_decay": 0.0,
-            "max_steps": steps,
-            "warmup_steps": 0,
-            "scheduler": "constant",
-        },
-    )
+    optimizer, scheduler = make_optimizer(wrapped, train_spec(steps, device))
     wrapped.peft_model.train()
     data = synthetic_tokens(steps, vocab, SEQ, BATCH)
     losses, t0 = [], None

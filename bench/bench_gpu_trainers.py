@@ -34,7 +34,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
-from bench_gpu_runtime import SIZES, TARGETS, adapter_digest, build_model, synthetic_tokens  # noqa: E402
+from bench_gpu_runtime import (  # noqa: E402
+    SIZES,
+    TARGETS,
+    adapter_digest,
+    build_model,
+    lora_spec,
+    synthetic_tokens,
+    train_spec,
+)
 
 SEQ, WARMUP = 1024, 5
 BATCH = int(os.environ.get("BATCH", "8"))
@@ -100,9 +108,9 @@ def ours_setup(size: str, steps: int, deterministic: bool):
     settings = configure_determinism(1234, deterministic=deterministic, device=dev)
     model, vocab = build_model(size, "cuda")
     torch.cuda.reset_peak_memory_stats()
-    lora = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": TARGETS}
+    lora = lora_spec()
     wrapped = apply_lora(model, lora, init_seed=42, compute_dtype=resolve_precision("auto", dev))
-    train = {"learning_rate": 2e-4, "max_steps": steps, "warmup_steps": 0, "scheduler": "constant"}
+    train = train_spec(steps)
     optimizer, scheduler = make_optimizer(wrapped, train)
     settings.update(enable_fused_path(wrapped, optimizer, deterministic=deterministic, quantized=False))
     wrapped.peft_model.train()

@@ -14,7 +14,7 @@ from torch.profiler import ProfilerActivity, profile
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
-from bench_gpu_runtime import SEQ, TARGETS, build_model, synthetic_tokens  # noqa: E402
+from bench_gpu_runtime import SEQ, build_model, lora_spec, synthetic_tokens, train_spec  # noqa: E402
 
 from bundler.runtime.determinism import configure_determinism  # noqa: E402
 from bundler.runtime.modeling import apply_lora  # noqa: E402
@@ -26,13 +26,8 @@ def main() -> None:
     dev = torch.device("cuda")
     configure_determinism(1234, deterministic=True, device=dev)
     model, vocab = build_model(size, "cuda")
-    wrapped = apply_lora(
-        model,
-        {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": TARGETS},
-        init_seed=42,
-        compute_dtype=torch.bfloat16,
-    )
-    optimizer, scheduler = make_optimizer(wrapped, {"learning_rate": 2e-4, "max_steps": 100})
+    wrapped = apply_lora(model, lora_spec(), init_seed=42, compute_dtype=torch.bfloat16)
+    optimizer, scheduler = make_optimizer(wrapped, train_spec(100))
     wrapped.peft_model.train()
     data = synthetic_tokens(12, vocab, SEQ, 8)
     for deterministic in (True, False):
