@@ -24,7 +24,8 @@ from bundler.errors import CheckFailed, InputError, OutputExistsError, OutputLoc
 from bundler.paths import runtime_source
 from bundler.publish.push import push_run
 from bundler.recipe import images, lock, source, splits, validate
-from bundler.recipe.config import BundleConfig, dump_resolved, load_config
+from bundler.recipe.config import BundleConfig, dump_resolved
+from bundler.recipe.configfile import load_config
 from bundler.recipe.datasource import DatasetFiles, dataset_dir, dataset_record, find_dataset_files
 from bundler.recipe.dockerfile import render_dockerfile
 from bundler.recipe.models import resolve_model

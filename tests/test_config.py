@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bundler.errors import ConfigError
-from bundler.recipe.config import dump_resolved, parse_config
+from bundler.recipe.config import dump_resolved
+from bundler.recipe.configfile import parse_config
 
 MINIMAL = """
 [project]

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 from bundler.bundle.hashing import sha256_file
-from bundler.recipe.config import load_config
+from bundler.recipe.configfile import load_config
 from bundler.recipe.models import MODEL_LOCK, write_model_lock
 from bundler.runtime.errors import RecipeInputError
 from bundler.runtime.gguf import fix_tokenizer, pin_rope_theta, pin_tokenizer_class, read_metadata

@@ -25,7 +25,8 @@ from bundler.errors import (
     ModelLockStaleError,
 )
 from bundler.recipe import models
-from bundler.recipe.config import BundleConfig, load_config
+from bundler.recipe.config import BundleConfig
+from bundler.recipe.configfile import load_config
 from bundler.recipe.datasource import describe_dataset, find_dataset_files, load_records
 from bundler.recipe.splits import make_split_manifest
 from tests.conftest import QUICKSTART, REPO, git, make_git_project, run_cli
@@ -447,7 +448,7 @@ def test_two_different_revisions_for_one_dataset_are_refused(tmp_path: Path) -> 
 
 
 def test_a_revision_for_a_local_dataset_is_a_config_error() -> None:
-    from bundler.recipe.config import parse_config
+    from bundler.recipe.configfile import parse_config
 
     with pytest.raises(ConfigError, match="revision applies to Hub datasets only"):
         parse_config('[project]\nname = "p"\n[model]\nid = "org/m"\n[data]\npath = "d.jsonl"\nrevision = "v1"\n')

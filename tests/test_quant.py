@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bundler.recipe.config import parse_config
+from bundler.recipe.configfile import parse_config
 from bundler.runtime.errors import RecipeInputError
 from bundler.runtime.quant import check_quantization, quantization_settings
 from bundler.runtime.specs import LoraSpec

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from bundler.errors import EXIT_INPUT, ConfigError, DatasetChangedError, DatasetError, SplitError
-from bundler.recipe.config import BundleConfig, parse_config
+from bundler.recipe.config import BundleConfig
+from bundler.recipe.configfile import parse_config
 from bundler.recipe.splits import (
     SCHEMA,
     build_manifest,

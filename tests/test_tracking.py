@@ -13,7 +13,7 @@ import tomli_w
 import tomllib
 
 from bundler.errors import ConfigError
-from bundler.recipe.config import parse_config
+from bundler.recipe.configfile import parse_config
 from bundler.runners.host import host_invocation
 from bundler.runners.launch import RunRequest
 from bundler.runtime.tracking import metric_items

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from bundler.errors import BundlerError, ConfigError, InputProblemsError
 from bundler.pipeline import check_build
-from bundler.recipe.config import parse_config
+from bundler.recipe.configfile import parse_config
 from bundler.recipe.validate import check_inputs
 from tests.conftest import QUICKSTART, git, make_git_project, run_cli
 

@@ -36,7 +36,7 @@ def lock(project: Path, check: bool, offline: bool, as_json: bool) -> None:
     for a Hub base model, model.lock.json (its commit and the sha256 of every file a load reads)."""
     from bundler.recipe import images, models
     from bundler.recipe import lock as locking
-    from bundler.recipe.config import load_config
+    from bundler.recipe.configfile import load_config
 
     config = load_config(project)
     env = config.environment
@@ -104,7 +104,7 @@ def lock(project: Path, check: bool, offline: bool, as_json: bool) -> None:
 @handles_errors
 def split(project: Path, out: Path | None, as_json: bool) -> None:
     """Split PROJECT's dataset into train/val/test (seeded, deduped, leakage-checked); write splits.json."""
-    from bundler.recipe.config import load_config
+    from bundler.recipe.configfile import load_config
     from bundler.recipe.splits import make_split_manifest, summarize, summary_lines, write_manifest
 
     config = load_config(project).resolved()

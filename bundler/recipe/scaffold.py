@@ -8,7 +8,8 @@ from pathlib import Path
 from bundler.bundle.atomic import atomic_write_text
 from bundler.errors import InputError
 from bundler.paths import render_template
-from bundler.recipe.config import CONFIG_NAME, parse_config
+from bundler.recipe.config import CONFIG_NAME
+from bundler.recipe.configfile import parse_config
 
 
 def init_project(path: Path, name: str | None = None) -> list[Path]:

@@ -44,7 +44,7 @@ def locate_inputs(bundle: Path, model_dir: Path | None, data_dir: Path | None, r
             model_dir, _ = resolve_gguf(record, None, lock, sha256_file(lock), use_host=runner == "host")
         elif record.get("source") == "tiny":
             # deferred: it loads pydantic, which callers that never reach this line should not pay for
-            from bundler.recipe.config import parse_config
+            from bundler.recipe.configfile import parse_config
 
             # deferred: it loads pydantic, which callers that never reach this line should not pay for
             from bundler.recipe.models import materialize_tiny
