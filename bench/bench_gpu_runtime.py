@@ -56,10 +56,15 @@ def train_spec(steps: int, device: str = "cuda", batch: int = BATCH, seq: int = 
 
 def build_model(size: str, device: str):
     """The Llama-shaped base model in bf16 (float32 on CPU), initialised under seed 1234."""
+    return llama_model(SIZES[size], device), SIZES[size][5]
+
+
+def llama_model(shape: tuple[int, ...], device: str):
+    """A Llama of shape (hidden, layers, heads, kv_heads, intermediate, vocab), seed 1234, bf16 on CUDA."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    h, layers, heads, kv, inter, vocab = SIZES[size]
+    h, layers, heads, kv, inter, vocab = shape[:6]
     cfg = LlamaConfig(
         hidden_size=h,
         num_hidden_layers=layers,
@@ -73,7 +78,7 @@ def build_model(size: str, device: str):
     torch.manual_seed(1234)
     with torch.device(device):
         model = LlamaForCausalLM(cfg)
-    return model.to(torch.bfloat16 if device == "cuda" else torch.float32), vocab
+    return model.to(torch.bfloat16 if device == "cuda" else torch.float32)
 
 
 def synthetic_tokens(steps: int, vocab: int, seq: int, batch: int):

@@ -66,7 +66,7 @@ def child(spec: dict) -> None:
     from bundler.runtime.determinism import configure_determinism
     from bundler.runtime.fastpath import enable_fused_path
     from bundler.runtime.modeling import apply_lora, resolve_precision
-    from bundler.runtime.specs import LoraSpec, TrainSpec
+    from bundler.runtime.specs import TrainSpec
     from bundler.runtime.train import make_optimizer, train_step
 
     hidden, layers, heads, kv, inter, vocab, seq, per_gpu = SHAPES[spec["shape"]]
@@ -103,25 +103,10 @@ def child(spec: dict) -> None:
 
     distributed.sum_across_ranks = timed_sum
 
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from bench_gpu_runtime import llama_model, lora_spec
 
-    config = LlamaConfig(
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv,
-        intermediate_size=inter,
-        vocab_size=vocab,
-        max_position_embeddings=4096,
-        attn_implementation="sdpa",
-    )
-    torch.manual_seed(1234)
-    with torch.device(device):
-        base = LlamaForCausalLM(config)
-    base = base.to(torch.bfloat16 if device.type == "cuda" else torch.float32)
-    lora = LoraSpec(
-        r=16, alpha=32, dropout=spec["dropout"], target_modules=tuple(TARGETS), init_seed=42, quantization="none"
-    )
+    base = llama_model(SHAPES[spec["shape"]], device.type)
+    lora = lora_spec(dropout=spec["dropout"])
     model = apply_lora(base, lora, init_seed=42, compute_dtype=resolve_precision("auto", device))
     optimizer, scheduler = make_optimizer(model, train)
     settings.update(enable_fused_path(model, optimizer, deterministic=True, quantized=False))
