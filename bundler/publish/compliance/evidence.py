@@ -19,7 +19,7 @@ from bundler.bundle.hashing import sha256_file
 from bundler.bundle.lockfile import LockedRequirement, parse_lock_text
 from bundler.errors import InputError
 from bundler.publish.card import is_local_path
-from bundler.records import RecipeView
+from bundler.records import RecipeView, RunView
 
 NOT_RECORDED = "not recorded in this bundle"
 TO_COMPLETE = "TO BE COMPLETED by the provider (bundler cannot know this)"
@@ -72,6 +72,7 @@ class Evidence:
     run: dict[str, Any]
     metrics: list[dict[str, Any]]
     publish: dict[str, Any]
+    view: RecipeView = field(default_factory=lambda: RecipeView(Path()))
     tag_hashes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -85,23 +86,25 @@ class Evidence:
             for p in sorted(bundle.iterdir()) + sorted((bundle / "provenance").rglob("*"))
             if p.is_file() and not p.is_symlink()
         }
+        view, run = RecipeView.at(recipe), RunView.read(run_dir)
         return cls(
             bundle=bundle,
             run_id=run_id,
             hashes=payload_hashes(bundle),
             bag_info=read_bag_info(bundle),
-            config=RecipeView.at(recipe).config,
+            config=view.config,
             model=read_json_object(recipe / "model.json"),
             dataset=read_json_object(recipe / "dataset.json"),
             splits=read_json_object(recipe / "splits.json"),
             source=read_json_object(recipe / "source.json"),
             image=read_json_object(recipe / "image.lock.json"),
             pins=_pins(lock),
-            results=read_json_object(run_dir / "results.json"),
-            env=read_json_object(run_dir / "env.json"),
-            run=read_json_object(run_dir / "run.json"),
-            metrics=_jsonl(run_dir / "metrics.jsonl"),
-            publish=read_json_object(run_dir / "publish.json"),
+            results=run.results,
+            env=run.env,
+            run=run.record,
+            metrics=run.metrics,
+            publish=run.published or {},
+            view=view,
             tag_hashes=tags,
         )
 
@@ -203,19 +206,3 @@ def _pins(lock: Path) -> list[LockedRequirement]:
         return parse_lock_text(lock.read_text(encoding="utf-8"), lock.name)
     except (OSError, UnicodeDecodeError, InputError):
         return []
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return []
-    rows = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows

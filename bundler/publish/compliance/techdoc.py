@@ -85,7 +85,7 @@ def training_facts(ev: Evidence) -> list[Fact]:
     return [
         ev.fact("Training objective", "causal language modelling" + _response_only(train), cfg),
         ev.fact("Hyperparameters", {k: train.get(k) for k in keys if k in train}, cfg),
-        ev.fact("Seeds", _seeds(ev.config), cfg),
+        ev.fact("Seeds", {k: v for k, v in ev.view.seeds().items() if v is not None}, cfg),
         ev.fact("Deterministic mode", train.get("deterministic"), cfg),
         ev.fact("Steps trained", ev.results.get("steps"), results),
         ev.fact("Tokens trained", ev.results.get("tokens"), results),
@@ -274,15 +274,3 @@ def _join(*values: Any) -> str | None:
 
 def _response_only(train: dict[str, Any]) -> str:
     return " on the response tokens only" if train.get("loss_on_response_only") else ""
-
-
-def _seeds(config: dict[str, Any]) -> dict[str, Any]:
-    pick = {
-        "project": ("project", "seed"),
-        "split": ("split", "seed"),
-        "train": ("train", "seed"),
-        "lora_init": ("lora", "init_seed"),
-    }
-    return {
-        name: as_map(config.get(s)).get(k) for name, (s, k) in pick.items() if as_map(config.get(s)).get(k) is not None
-    }
